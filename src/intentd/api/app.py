@@ -1,0 +1,104 @@
+"""The shim's FastAPI application: the error envelope, the body limit, and the wiring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from dbos import DBOSClient
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from intentd import __version__
+from intentd.api.handoff import Handoff
+from intentd.api.routes import intents, runs
+from intentd.config import Settings, get_settings
+from intentd.db.connection import create_engine
+from intentd.errors import IntentdError
+from intentd.recipes import load_recipes
+
+log = logging.getLogger("intentd.api")
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only deterministic parts: where, what kind, and the message (not the echoed input).
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")}
+        for e in exc.errors()
+    ]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if settings.system_database_url != settings.database_url:
+        raise SystemExit(
+            "intentd's shim needs DBOS's system tables in the application database (one transaction "
+            "for rows and enqueue): unset DBOS_SYSTEM_DATABASE_URL or make it equal DATABASE_URL."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings, pool_size=20, application_name="intentd-shim")
+        client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema,
+                            lazy=True)
+        app.state.engine = engine
+        app.state.handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
+        try:
+            yield
+        finally:
+            client.destroy()
+            engine.dispose()
+
+    app = FastAPI(
+        title="intentd API shim",
+        version=__version__,
+        lifespan=lifespan,
+        responses={400: {"model": _envelope()}, 404: {"model": _envelope()}, 409: {"model": _envelope()}},
+    )
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        limit = settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return _error(413, "body_too_large", f"request body over {limit} bytes", {"limit": limit})
+        if request.method in ("POST", "PUT", "PATCH") and length is None:
+            body = await request.body()  # chunked: read it (Starlette caches it for the route)
+            if len(body) > limit:
+                return _error(413, "body_too_large", f"request body over {limit} bytes", {"limit": limit})
+        return await call_next(request)
+
+    @app.exception_handler(IntentdError)
+    async def intentd_error(_: Request, exc: IntentdError) -> JSONResponse:
+        return JSONResponse(exc.envelope(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        if any(d["type"] == "json_invalid" for d in details):
+            return _error(400, "malformed_json", "request body is not valid JSON", details)
+        return _error(400, "validation_error", "request does not match the schema", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    app.include_router(intents.router)
+    app.include_router(runs.router)
+    return app
+
+
+def _envelope() -> type:
+    from intentd.api.schemas import ErrorEnvelope
+
+    return ErrorEnvelope

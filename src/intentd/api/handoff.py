@@ -1,0 +1,177 @@
+"""The shim's writes: each pairs its `app` rows with DBOS's enqueue or send in ONE transaction.
+
+A crash between the two halves can therefore never leave a run without a workflow, a workflow
+without a run row, or an approval the workflow never hears of.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOSClient
+
+from intentd.db import runs as q
+from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME, Gate, RunStatus, Topic
+from intentd.errors import Conflict, NotFound, QueuePolicyViolation
+from intentd.recipes import DEFAULT_RECIPE, Recipe
+
+
+# Test seam: called between the app rows and DBOS's half, inside the transaction.
+_between_halves: Callable[[str], None] = lambda _where: None
+
+
+class Handoff:
+    def __init__(self, engine: sa.Engine, client: DBOSClient, app_version: str, recipes: dict[str, Recipe]):
+        self.engine = engine
+        self.client = client
+        self.app_version = app_version
+        self.recipes = recipes
+
+    # POST /intents/{id}/run --------------------------------------------------------------------
+
+    def check_policy(self, recipe_name: str | None, workload: dict[str, Any] | None) -> tuple[Recipe, dict[str, Any]]:
+        """Refuse an unknown recipe or any cap breach before anything is written."""
+        name = recipe_name or DEFAULT_RECIPE
+        recipe = self.recipes.get(name)
+        if recipe is None:
+            raise QueuePolicyViolation(
+                f"unknown recipe {name!r}",
+                code="unknown_recipe",
+                details={"recipeName": name, "known": sorted(self.recipes)},
+            )
+        given = {k: v for k, v in (workload or {}).items() if v is not None}
+        breaches = recipe.breaches(given)
+        if breaches:
+            listed = ", ".join(f"{b['field']}={b['value']} > {b['limit']}" for b in breaches)
+            raise QueuePolicyViolation(
+                f"workload exceeds the caps of recipe {name!r}: {listed}",
+                details={"recipeName": name, "breaches": breaches},
+            )
+        resolved = recipe.resolve_workload(given).model_dump(by_alias=True)
+        return recipe, resolved
+
+    def start_run(
+        self, intent_id: str, recipe: Recipe, workload: dict[str, Any], trace_id: str | None
+    ) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            intent = q.get_intent(conn, intent_id, lock=True)
+            if intent is None:
+                raise NotFound(f"intent {intent_id!r} not found", details={"intentId": intent_id})
+            existing = q.get_run_of_intent(conn, intent_id)
+            if existing is not None:
+                raise Conflict(
+                    f"intent {intent_id!r} already has run {existing['run_id']!r}",
+                    code="run_exists",
+                    details={"runId": existing["run_id"], "workflowId": existing["workflow_id"],
+                             "status": existing["status"]},
+                )
+            run = q.insert_run(
+                conn,
+                run_id=f"run-{uuid.uuid4()}",
+                intent_id=intent_id,
+                recipe_name=recipe.name,
+                workload=workload,
+                trace_id=trace_id,
+                app_version=self.app_version,
+            )
+            _between_halves("start_run")
+            self.client.enqueue_in_transaction(
+                conn,
+                {
+                    "workflow_name": WORKFLOW_NAME,
+                    "queue_name": recipe.queue,
+                    "workflow_id": intent_id,
+                    "app_version": self.app_version,
+                    "workflow_id_reuse_policy": "reject",
+                },
+                {"run_id": run["run_id"], "intent_id": intent_id},
+            )
+        return run
+
+    # POST /runs/{id}/approve-plan --------------------------------------------------------------
+
+    def approve(self, run_ref: str, approved_by: str, notes: str | None, plan_hash: str | None) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            run = self._locked_run(conn, run_ref)
+            status, gate = RunStatus(run["status"]), Gate(run["gate"])
+            details = {"runId": run["run_id"], "status": status, "gate": gate}
+            if status in TERMINAL_STATUSES:
+                raise Conflict(f"run has ended ({status})", code="run_ended", details=details)
+            if gate is Gate.passed:
+                raise Conflict("the run is past the approval gate", code="past_gate", details=details)
+            existing = q.live_approval(conn, run["run_id"])
+            if existing is not None:
+                raise Conflict(
+                    f"plan already approved by {existing['approved_by']!r}",
+                    code="already_approved",
+                    details={**details, "approvalId": existing["approval_id"]},
+                )
+            if gate is Gate.questions:
+                raise Conflict(
+                    "the plan's questions are open: POST /runs/{id}/events with the input first",
+                    code="questions_open",
+                    details=details,
+                )
+            if gate is Gate.none:
+                raise Conflict("the plan is not compiled yet", code="plan_not_ready", details=details)
+            approval_id = q.insert_approval(conn, run["run_id"], approved_by, notes, plan_hash)
+            _between_halves("approve")
+            self.client.send_in_transaction(
+                conn,
+                run["workflow_id"],
+                {"approvalId": approval_id, "approvedBy": approved_by, "planHash": plan_hash},
+                Topic.approval,
+            )
+        return {**run, "approval_id": approval_id, "held": gate is Gate.recompiling}
+
+    # POST /runs/{id}/events ---------------------------------------------------------------------
+
+    def input_event(self, run_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            run = self._locked_run(conn, run_ref)
+            status, gate = RunStatus(run["status"]), Gate(run["gate"])
+            details = {"runId": run["run_id"], "status": status, "gate": gate}
+            if status is not RunStatus.waiting_input:
+                raise Conflict(f"run is {status}, not waiting_input", code="not_waiting_input", details=details)
+            if gate is not Gate.questions:
+                raise Conflict(
+                    "the run waits for plan approval, not for input", code="input_not_expected", details=details
+                )
+            event_id = q.insert_event(conn, run["run_id"], "input", payload)
+            q.update_run(conn, run["run_id"], status="running", gate="recompiling", next_action=None)
+            _between_halves("input")
+            self.client.send_in_transaction(
+                conn, run["workflow_id"], {"eventId": event_id, "payload": payload}, Topic.input
+            )
+        return {**run, "status": "running", "event_id": event_id}
+
+    # POST /runs/{id}/retry ----------------------------------------------------------------------
+
+    def retry(self, run_ref: str) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            run = self._locked_run(conn, run_ref)
+            status = RunStatus(run["status"])
+            if status not in RETRYABLE_STATUSES:
+                raise Conflict(
+                    f"run is {status}; only failed or retries_exceeded runs can be retried",
+                    code="not_retryable",
+                    details={"runId": run["run_id"], "status": status},
+                )
+            retry_count = run["retry_count"] + 1
+            from_step = (run["error"] or {}).get("step") or run["last_step"]
+            q.update_run(conn, run["run_id"], status="running", next_action=None, retry_count=retry_count,
+                         finished_at=None)
+            _between_halves("retry")
+            self.client.send_in_transaction(
+                conn, run["workflow_id"], {"retryCount": retry_count, "fromStep": from_step}, Topic.retry
+            )
+        return {**run, "status": "running", "retry_count": retry_count, "from_step": from_step}
+
+    def _locked_run(self, conn: sa.Connection, run_ref: str) -> dict[str, Any]:
+        run = q.get_run(conn, run_ref, lock=True)
+        if run is None:
+            raise NotFound(f"run {run_ref!r} not found", details={"id": run_ref})
+        return run

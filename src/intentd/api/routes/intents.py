@@ -1,0 +1,44 @@
+"""Intents: create one, start its run (the atomic hand-off to the worker)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from intentd.api.handoff import Handoff
+from intentd.api.schemas import CreateIntent, Health, IntentOut, RunAccepted, StartRun
+from intentd.db import runs as q
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+def healthz(request: Request) -> Any:
+    settings = request.app.state.settings
+    try:
+        with request.app.state.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except OperationalError:
+        return JSONResponse({"ok": False, "version": settings.app_version, "database": "down"}, status_code=503)
+    return {"ok": True, "version": settings.app_version, "database": "up"}
+
+
+@router.post("/intents", status_code=201, response_model=IntentOut, response_model_by_alias=True)
+def create_intent(body: CreateIntent, request: Request) -> Any:
+    with request.app.state.engine.begin() as conn:
+        return q.insert_intent(conn, str(uuid.uuid4()), body.goal, body.inputs, body.constraints)
+
+
+@router.post(
+    "/intents/{intent_id}/run", status_code=202, response_model=RunAccepted, response_model_by_alias=True
+)
+def start_run(intent_id: str, request: Request, body: StartRun | None = None) -> Any:
+    body = body or StartRun()
+    handoff: Handoff = request.app.state.handoff
+    workload = body.workload.model_dump(by_alias=True) if body.workload else None
+    recipe, resolved = handoff.check_policy(body.recipe_name, workload)
+    return handoff.start_run(intent_id, recipe, resolved, body.trace_id)

@@ -1,0 +1,171 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+JsonObject = dict[str, Any]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+
+class CreateIntent(Strict):
+    goal: StrictStr = Field(min_length=1, max_length=4000)
+    inputs: JsonObject = Field(default_factory=dict)
+    constraints: JsonObject = Field(default_factory=dict)
+
+    @field_validator("goal")
+    @classmethod
+    def _goal_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("goal must not be blank")
+        return value
+
+
+class WorkloadIn(Strict):
+    concurrency: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    sandbox_minutes: int | float | None = Field(None, gt=0, alias="sandboxMinutes")
+
+
+class StartRun(Strict):
+    trace_id: StrictStr | None = Field(None, alias="traceId", max_length=200)
+    recipe_name: StrictStr | None = Field(None, alias="recipeName", max_length=100)
+    workload: WorkloadIn | None = None
+
+
+class ApprovePlan(Strict):
+    approved_by: StrictStr = Field(alias="approvedBy", min_length=1, max_length=200)
+    notes: StrictStr | None = Field(None, max_length=4000)
+    plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("approved_by")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("approvedBy must not be blank")
+        return value
+
+
+class RunEvent(Strict):
+    type: Literal["input"]
+    payload: JsonObject
+
+
+# Responses -------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    ok: bool
+    version: str
+    database: str
+
+
+class IntentOut(BaseModel):
+    intent_id: str = Field(serialization_alias="intentId")
+    goal: str
+    inputs: JsonObject
+    constraints: JsonObject
+    created_at: datetime = Field(serialization_alias="createdAt")
+
+
+class RunAccepted(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    workflow_id: str = Field(serialization_alias="workflowId")
+    intent_id: str = Field(serialization_alias="intentId")
+    status: str
+    recipe_name: str = Field(serialization_alias="recipeName")
+    workload: JsonObject
+    app_version: str = Field(serialization_alias="appVersion")
+
+
+class StepAttempt(BaseModel):
+    step_id: str = Field(serialization_alias="stepId")
+    attempt: int
+    status: str
+    executions: int
+    started_at: datetime = Field(serialization_alias="startedAt")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+    output: JsonObject
+    error: JsonObject | None
+
+
+class ApprovalOut(BaseModel):
+    approval_id: int = Field(serialization_alias="approvalId")
+    approved_by: str = Field(serialization_alias="approvedBy")
+    notes: str | None
+    plan_hash: str | None = Field(serialization_alias="planHash")
+    state: str
+    reason: str | None
+    approved_at: datetime = Field(serialization_alias="approvedAt")
+
+
+class ArtifactOut(BaseModel):
+    step_id: str = Field(serialization_alias="stepId")
+    attempt: int
+    kind: str
+    name: str
+    content: str
+    meta: JsonObject
+
+
+class RunView(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    workflow_id: str = Field(serialization_alias="workflowId")
+    intent_id: str = Field(serialization_alias="intentId")
+    status: str
+    next_action: str | None = Field(serialization_alias="nextAction")
+    last_step: str | None = Field(serialization_alias="lastStep")
+    error: JsonObject | None
+    notice: str | None
+    retry_count: int = Field(serialization_alias="retryCount")
+    recipe_name: str = Field(serialization_alias="recipeName")
+    workload: JsonObject
+    trace_id: str | None = Field(serialization_alias="traceId")
+    app_version: str = Field(serialization_alias="appVersion")
+    plan: JsonObject | None
+    plan_hash: str | None = Field(serialization_alias="planHash")
+    decision: JsonObject | None
+    diff: str | None
+    steps: list[StepAttempt]
+    approvals: list[ApprovalOut]
+    artifacts: list[ArtifactOut]
+    created_at: datetime = Field(serialization_alias="createdAt")
+    updated_at: datetime = Field(serialization_alias="updatedAt")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+
+
+class Accepted(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    workflow_id: str = Field(serialization_alias="workflowId")
+    status: str
+    accepted: Literal[True] = True
+
+
+class ApprovalAccepted(Accepted):
+    approval_id: int = Field(serialization_alias="approvalId")
+    held: bool = Field(description="True when the approval waits for the recompiled plan.")
+
+
+class EventAccepted(Accepted):
+    event_id: int = Field(serialization_alias="eventId")
+
+
+class RetryAccepted(Accepted):
+    from_step: str | None = Field(serialization_alias="fromStep")
+    retry_count: int = Field(serialization_alias="retryCount")

@@ -1,0 +1,68 @@
+"""`intentd …`: the operator commands behind the mise tasks (database, oracles, stack, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from intentd.config import get_settings
+
+
+def _db(args: argparse.Namespace) -> int:
+    from intentd.db import migrate, server
+
+    settings = get_settings()
+    embedded = settings.database_url_env is None
+    if args.action == "up":
+        print("db:up:", server.up(settings) if embedded else f"DATABASE_URL is set; nothing to start")
+        applied = migrate.ensure(settings)
+        print("db:up: migrations", ", ".join(applied) if applied else "up to date")
+    elif args.action == "down":
+        print("db:down:", server.down(settings) if embedded else "DATABASE_URL is set; nothing to stop")
+    elif args.action == "reset":
+        if embedded:
+            server.up(settings)
+        applied = migrate.reset(settings)
+        print(f"db:reset: recreated {settings.app_database}; applied {', '.join(applied)}; DBOS schema ready")
+    elif args.action == "migrate":
+        applied = migrate.ensure(settings)
+        print("db:migrate:", ", ".join(applied) if applied else "up to date")
+    elif args.action == "sys-reset":
+        migrate.reset_system_schema(settings)
+        print(f"db:sys:reset: DBOS schema {settings.dbos_system_schema!r} recreated")
+    return 0
+
+
+def _psql(args: argparse.Namespace) -> int:
+    from intentd.db import server
+
+    settings = get_settings()
+    psql = str(server.psql_path())
+    os.execv(psql, [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", settings.database_url, *args.rest])
+
+
+def _oracles(args: argparse.Namespace) -> int:
+    from intentd import oracles
+
+    return oracles.main(get_settings(), run_id=args.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="intentd")
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="embedded PostgreSQL and migrations")
+    db.add_argument("action", choices=["up", "down", "reset", "migrate", "sys-reset"])
+    db.set_defaults(func=_db)
+    psql = sub.add_parser("psql", help="psql against app_local; arguments pass through")
+    psql.add_argument("rest", nargs=argparse.REMAINDER)
+    psql.set_defaults(func=_psql)
+    oracles = sub.add_parser("oracles", help="the course's SQL oracles over the whole database")
+    oracles.add_argument("--run", default=None, help="limit to one run id")
+    oracles.set_defaults(func=_oracles)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

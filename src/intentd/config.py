@@ -1,0 +1,88 @@
+"""The one configuration object: every environment variable intentd reads, read nowhere else.
+
+Defaults describe the embedded set-up (`mise run db:up`); any PostgreSQL works via DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # PostgreSQL
+    pghost: str = Field("127.0.0.1", validation_alias="PGHOST")
+    pgport: int = Field(55432, validation_alias="PGPORT")
+    database_url_env: str | None = Field(None, validation_alias="DATABASE_URL")
+    system_database_url_env: str | None = Field(None, validation_alias="DBOS_SYSTEM_DATABASE_URL")
+    dbos_system_schema: str = Field("dbos", validation_alias="DBOS_SYSTEM_SCHEMA")
+    app_database: str = Field("app_local", validation_alias="APP_DATABASE")
+
+    # Processes
+    port: int = Field(3001, validation_alias="PORT")
+    admin_port: int = Field(3002, validation_alias="ADMIN_PORT")
+    app_version: str = Field(
+        "dev", validation_alias=AliasChoices("DBOS__APPVERSION", "INTENTD_APP_VERSION")
+    )
+    executor_id: str | None = Field(None, validation_alias=AliasChoices("INTENTD_EXECUTOR_ID", "DBOS__VMID"))
+    queue_poll_seconds: float = Field(0.05, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
+    worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")
+    max_body_bytes: int = Field(64 * 1024, validation_alias="INTENTD_MAX_BODY_BYTES")
+
+    # OpenCode
+    oc_mode: Literal["mock", "live"] = Field("mock", validation_alias="OC_MODE")
+    oc_server_port: int = Field(4096, validation_alias="OC_SERVER_PORT")
+    oc_base_url_env: str | None = Field(None, validation_alias="OC_BASE_URL")
+    fixture_model_port: int = Field(4097, validation_alias="FIXTURE_MODEL_PORT")
+
+    # Files
+    tmp_dir: Path = Field(REPO_ROOT / ".tmp", validation_alias="INTENTD_TMP")
+    recipes_file: Path = Field(REPO_ROOT / "config" / "recipes.toml", validation_alias="INTENTD_RECIPES")
+
+    @property
+    def database_url(self) -> str:
+        """libpq/psycopg URL of the database holding schema `app` (and, by default, DBOS's)."""
+        if self.database_url_env:
+            return self.database_url_env
+        return f"postgresql://postgres@{self.pghost}:{self.pgport}/{self.app_database}"
+
+    @property
+    def system_database_url(self) -> str:
+        return self.system_database_url_env or self.database_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return to_sqlalchemy_url(self.database_url)
+
+    @property
+    def sqlalchemy_system_url(self) -> str:
+        return to_sqlalchemy_url(self.system_database_url)
+
+    @property
+    def oc_base_url(self) -> str:
+        return self.oc_base_url_env or f"http://127.0.0.1:{self.oc_server_port}"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.tmp_dir / "workspaces"
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Name the psycopg 3 driver explicitly; libpq-style URLs are accepted as given."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

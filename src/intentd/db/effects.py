@@ -1,0 +1,77 @@
+"""Side-effect ledger: `app.mock_receipts` (one row per effect, keyed by op_key) and `app.artifacts`.
+
+A step looks its receipt up before acting, so a replay reuses the recorded result; a duplicate
+delivery that gets past that check increments `seen_count`, which the oracles flag.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def find_receipt(conn: sa.Connection, op_key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.text("SELECT payload FROM app.mock_receipts WHERE op_key = :k"), {"k": op_key}
+    ).first()
+    return None if row is None else dict(row[0])
+
+
+def record_receipt(
+    conn: sa.Connection, op_key: str, run_id: str, step_id: str, kind: str, payload: dict[str, Any]
+) -> int:
+    """Insert the receipt; on a duplicate, count it. Returns seen_count."""
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO app.mock_receipts (op_key, run_id, step_id, kind, payload)"
+                " VALUES (:k, :r, :s, :kind, CAST(:p AS jsonb))"
+                " ON CONFLICT (op_key) DO UPDATE SET seen_count = app.mock_receipts.seen_count + 1,"
+                " last_seen_at = now() RETURNING seen_count"
+            ),
+            {"k": op_key, "r": run_id, "s": step_id, "kind": kind, "p": json.dumps(payload)},
+        ).scalar_one()
+    )
+
+
+def store_artifact(
+    conn: sa.Connection, run_id: str, step_id: str, attempt: int, kind: str, name: str, content: str,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO app.artifacts (run_id, step_id, attempt, kind, name, content, meta)"
+            " VALUES (:r, :s, :a, :kind, :name, :content, CAST(:meta AS jsonb))"
+            " ON CONFLICT (run_id, step_id, attempt, kind, name) DO UPDATE"
+            " SET content = EXCLUDED.content, meta = EXCLUDED.meta"
+        ),
+        {"r": run_id, "s": step_id, "a": attempt, "kind": kind, "name": name, "content": content,
+         "meta": json.dumps(meta or {})},
+    )
+
+
+def get_artifact(conn: sa.Connection, run_id: str, step_id: str, attempt: int, kind: str, name: str) -> str | None:
+    row = conn.execute(
+        sa.text(
+            "SELECT content FROM app.artifacts WHERE run_id = :r AND step_id = :s AND attempt = :a"
+            " AND kind = :kind AND name = :name"
+        ),
+        {"r": run_id, "s": step_id, "a": attempt, "kind": kind, "name": name},
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def count_execution(conn: sa.Connection, run_id: str, step_id: str, attempt: int) -> int:
+    """Count one more execution of a step attempt (a crash makes the worker start it again)."""
+    return int(
+        conn.execute(
+            sa.text(
+                "UPDATE app.run_steps SET executions = executions + 1"
+                " WHERE run_id = :r AND step_id = :s AND attempt = :a RETURNING executions"
+            ),
+            {"r": run_id, "s": step_id, "a": attempt},
+        ).scalar_one_or_none()
+        or 0
+    )

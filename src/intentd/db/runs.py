@@ -1,0 +1,186 @@
+"""Named queries over intents, runs, steps, approvals, events and artifacts.
+
+Every function takes an open SQLAlchemy Connection or Session, so a caller decides the transaction:
+the shim pairs these writes with DBOS's enqueue/send; the workflow runs them in datasource
+transactions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+Executor = sa.Connection | Session
+
+
+def _j(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def insert_intent(db: Executor, intent_id: str, goal: str, inputs: Any, constraints: Any) -> dict[str, Any]:
+    row = db.execute(
+        sa.text(
+            "INSERT INTO app.intents (intent_id, goal, inputs, constraints)"
+            " VALUES (:id, :goal, CAST(:inputs AS jsonb), CAST(:constraints AS jsonb))"
+            " RETURNING intent_id, goal, inputs, constraints, created_at"
+        ),
+        {"id": intent_id, "goal": goal, "inputs": _j(inputs), "constraints": _j(constraints)},
+    ).mappings().one()
+    return dict(row)
+
+
+def get_intent(db: Executor, intent_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    q = "SELECT intent_id, goal, inputs, constraints, created_at FROM app.intents WHERE intent_id = :id"
+    row = db.execute(sa.text(q + (" FOR UPDATE" if lock else "")), {"id": intent_id}).mappings().first()
+    return None if row is None else dict(row)
+
+
+RUN_COLUMNS = (
+    "run_id, intent_id, workflow_id, status, next_action, gate, last_step, error, notice, retry_count,"
+    " recipe_name, workload, trace_id, app_version, plan, plan_hash, decision, created_at, updated_at,"
+    " started_at, finished_at"
+)
+
+
+def get_run(db: Executor, run_or_workflow_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """A run by its runId or its workflowId (= intentId)."""
+    q = f"SELECT {RUN_COLUMNS} FROM app.runs WHERE run_id = :id OR workflow_id = :id"
+    row = db.execute(sa.text(q + (" FOR UPDATE" if lock else "")), {"id": run_or_workflow_id}).mappings().first()
+    return None if row is None else dict(row)
+
+
+def get_run_of_intent(db: Executor, intent_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        sa.text(f"SELECT {RUN_COLUMNS} FROM app.runs WHERE intent_id = :id"), {"id": intent_id}
+    ).mappings().first()
+    return None if row is None else dict(row)
+
+
+def insert_run(
+    db: Executor,
+    *,
+    run_id: str,
+    intent_id: str,
+    recipe_name: str,
+    workload: dict[str, Any],
+    trace_id: str | None,
+    app_version: str,
+) -> dict[str, Any]:
+    row = db.execute(
+        sa.text(
+            "INSERT INTO app.runs (run_id, intent_id, workflow_id, status, recipe_name, workload,"
+            " trace_id, app_version) VALUES (:run_id, :intent_id, :intent_id, 'queued', :recipe,"
+            f" CAST(:workload AS jsonb), :trace_id, :version) RETURNING {RUN_COLUMNS}"
+        ),
+        {
+            "run_id": run_id,
+            "intent_id": intent_id,
+            "recipe": recipe_name,
+            "workload": _j(workload),
+            "trace_id": trace_id,
+            "version": app_version,
+        },
+    ).mappings().one()
+    return dict(row)
+
+
+def update_run(db: Executor, run_id: str, **fields: Any) -> None:
+    """Set the given columns (jsonb columns are passed as Python values) and touch updated_at."""
+    jsonb = {"error", "plan", "decision", "workload"}
+    sets = []
+    params: dict[str, Any] = {"run_id": run_id}
+    for name, value in fields.items():
+        if name in jsonb:
+            sets.append(f"{name} = CAST(:{name} AS jsonb)")
+            params[name] = _j(value)
+        elif value == "now()":
+            sets.append(f"{name} = now()")
+        else:
+            sets.append(f"{name} = :{name}")
+            params[name] = value
+    sets.append("updated_at = now()")
+    db.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE run_id = :run_id"), params)
+
+
+def list_steps(db: Executor, run_id: str) -> list[dict[str, Any]]:
+    rows = db.execute(
+        sa.text(
+            "SELECT step_id, attempt, status, output, error, executions, started_at, finished_at"
+            " FROM app.run_steps WHERE run_id = :id ORDER BY started_at, attempt"
+        ),
+        {"id": run_id},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def live_approval(db: Executor, run_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        sa.text(
+            "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
+            " FROM app.plan_approvals WHERE run_id = :id AND state <> 'rejected'"
+        ),
+        {"id": run_id},
+    ).mappings().first()
+    return None if row is None else dict(row)
+
+
+def list_approvals(db: Executor, run_id: str) -> list[dict[str, Any]]:
+    rows = db.execute(
+        sa.text(
+            "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
+            " FROM app.plan_approvals WHERE run_id = :id ORDER BY approval_id"
+        ),
+        {"id": run_id},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def insert_approval(
+    db: Executor, run_id: str, approved_by: str, notes: str | None, plan_hash: str | None
+) -> int:
+    return int(
+        db.execute(
+            sa.text(
+                "INSERT INTO app.plan_approvals (run_id, approved_by, notes, plan_hash)"
+                " VALUES (:run_id, :by, :notes, :hash) RETURNING approval_id"
+            ),
+            {"run_id": run_id, "by": approved_by, "notes": notes, "hash": plan_hash},
+        ).scalar_one()
+    )
+
+
+def insert_event(db: Executor, run_id: str, type_: str, payload: Any) -> int:
+    return int(
+        db.execute(
+            sa.text(
+                "INSERT INTO app.run_events (run_id, type, payload)"
+                " VALUES (:run_id, :type, CAST(:payload AS jsonb)) RETURNING event_id"
+            ),
+            {"run_id": run_id, "type": type_, "payload": _j(payload)},
+        ).scalar_one()
+    )
+
+
+def list_artifacts(db: Executor, run_id: str) -> list[dict[str, Any]]:
+    rows = db.execute(
+        sa.text(
+            "SELECT step_id, attempt, kind, name, content, meta, created_at FROM app.artifacts"
+            " WHERE run_id = :id ORDER BY artifact_id"
+        ),
+        {"id": run_id},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def live_workers(db: Executor, stale_seconds: float) -> list[dict[str, Any]]:
+    rows = db.execute(
+        sa.text(
+            "SELECT executor_id, app_version, pid, heartbeat_at FROM app.workers"
+            " WHERE heartbeat_at > now() - make_interval(secs => :stale) ORDER BY executor_id"
+        ),
+        {"stale": stale_seconds},
+    ).mappings()
+    return [dict(r) for r in rows]

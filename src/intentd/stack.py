@@ -1,0 +1,158 @@
+"""Background processes for the demo, the e2e tests and the chaos drivers: start, wait, stop by PID.
+
+`python -m intentd.stack up|down` starts/stops PostgreSQL (embedded), the OpenCode daemon with the
+fixture model (live mode), the worker and the shim, with pidfiles and logs under .tmp/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from intentd.config import REPO_ROOT, Settings, get_settings
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    pidfile: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> int:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(str(self.popen.pid))
+        return self.popen.pid
+
+    @property
+    def pid(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.pid
+        try:
+            return int(self.pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self, sig: int = signal.SIGTERM, wait: float = 15.0) -> None:
+        pid = self.pid
+        if pid is None or not self.alive():
+            self.pidfile.unlink(missing_ok=True)
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + wait
+        while self.alive() and time.monotonic() < deadline:
+            if self.popen is not None:
+                try:
+                    self.popen.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                time.sleep(0.05)
+        if self.alive():
+            os.killpg(pid, signal.SIGKILL)
+            if self.popen is not None:
+                self.popen.wait(timeout=5)
+        self.pidfile.unlink(missing_ok=True)
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: str = ""
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early; see {proc.log}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s ({last})")
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PORT": str(settings.port), "ADMIN_PORT": str(settings.admin_port),
+                "DBOS__APPVERSION": settings.app_version, "OC_MODE": settings.oc_mode,
+                "PGPORT": str(settings.pgport)})
+    env.update(extra)
+    return env
+
+
+def worker(settings: Settings, tag: str = "", **extra: str) -> Proc:
+    run = settings.tmp_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return Proc(f"worker{tag}", [sys.executable, "-m", "intentd.worker.main"], child_env(settings, **extra),
+                settings.tmp_dir / f"worker{tag}-{settings.admin_port}.log", run / f"worker{tag}-{settings.admin_port}.pid")
+
+
+def shim(settings: Settings, tag: str = "", **extra: str) -> Proc:
+    run = settings.tmp_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return Proc(f"shim{tag}", [sys.executable, "-m", "intentd.api"], child_env(settings, **extra),
+                settings.tmp_dir / f"shim{tag}-{settings.port}.log", run / f"shim{tag}-{settings.port}.pid")
+
+
+def up(settings: Settings) -> None:
+    from intentd.db import migrate, server
+
+    if settings.database_url_env is None:
+        print("postgres:", server.up(settings))
+    migrate.ensure(settings)
+    if settings.oc_mode == "live":
+        from intentd.oc import daemon
+
+        print("opencode:", daemon.up(settings))
+    for proc, url in ((worker(settings), f"http://127.0.0.1:{settings.admin_port}/healthz"),
+                      (shim(settings), f"http://127.0.0.1:{settings.port}/healthz")):
+        if proc.alive():
+            print(f"{proc.name}: already running (pid {proc.pid})")
+            continue
+        pid = proc.start()
+        wait_http(url, proc=proc)
+        print(f"{proc.name}: pid {pid}, {url}, log {proc.log}")
+
+
+def down(settings: Settings) -> None:
+    for proc in (shim(settings), worker(settings)):
+        was = proc.alive()
+        proc.kill()
+        print(f"{proc.name}: {'stopped' if was else 'not running'}")
+    if settings.oc_mode == "live":
+        from intentd.oc import daemon
+
+        print("opencode:", daemon.down(settings))
+
+
+if __name__ == "__main__":
+    action = sys.argv[1] if len(sys.argv) > 1 else "up"
+    (up if action == "up" else down)(get_settings())

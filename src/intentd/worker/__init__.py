@@ -1,0 +1,1 @@
+"""The worker process: launches DBOS, listens on the recipes' queues, executes workflows."""

@@ -1,0 +1,118 @@
+"""`mise run start:worker`: DBOS.launch(), the recipes' queues, heartbeat, admin endpoint.
+
+Several workers can run: each needs its own INTENTD_EXECUTOR_ID (stable across restarts, so a
+restarted worker recovers the workflows it was running) and ADMIN_PORT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import socket
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
+
+from intentd import __version__
+from intentd.config import Settings, get_settings
+from intentd.db.calls import SqlCallStore
+from intentd.db.connection import create_engine
+from intentd.oc import open_client
+from intentd.recipes import load_recipes
+from intentd.worker import admin
+from intentd.workflow import projection, resources
+from intentd.workflow import run as _registers_the_workflow  # noqa: F401
+
+log = logging.getLogger("intentd.worker")
+
+
+def executor_id(settings: Settings) -> str:
+    return settings.executor_id or f"worker-{socket.gethostname()}"
+
+
+def _heartbeat(engine: sa.Engine, settings: Settings, ident: str, stop: threading.Event) -> None:
+    while True:
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO app.workers (executor_id, app_version, pid) VALUES (:e, :v, :p)"
+                        " ON CONFLICT (executor_id) DO UPDATE SET app_version = EXCLUDED.app_version,"
+                        " pid = EXCLUDED.pid, heartbeat_at = now()"
+                    ),
+                    {"e": ident, "v": settings.app_version, "p": os.getpid()},
+                )
+        except sa.exc.OperationalError:
+            log.warning("heartbeat: database unreachable; retrying")
+        if stop.wait(settings.worker_heartbeat_seconds):
+            return
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ident = executor_id(settings)
+    recipes = load_recipes(settings.recipes_file)
+    queues = sorted({r.queue for r in recipes.values()})
+
+    config: DBOSConfig = {
+        "name": "intentd",
+        "system_database_url": settings.sqlalchemy_system_url,
+        "dbos_system_schema": settings.dbos_system_schema,
+        "application_version": settings.app_version,
+        "executor_id": ident,
+        "sys_db_pool_size": 20,
+        "notification_listener_polling_interval_sec": 0.05,
+    }
+    DBOS(config=config)
+    engine = create_engine(settings, pool_size=10, application_name=f"intentd-worker-{ident}")
+    datasource = SQLAlchemyDatasource.create(
+        settings.sqlalchemy_url, engine=create_engine(settings, pool_size=10, application_name="intentd-ds"),
+        schema=settings.dbos_system_schema,
+    )
+    projection.bind(datasource)
+    calls = SqlCallStore(settings.database_url)
+    resources.bind(resources.Resources(settings=settings, engine=engine, opencode=open_client(settings, calls), calls=calls))
+
+    DBOS.listen_queues(queues)
+    DBOS.launch()
+    for name in queues:
+        concurrency = max(r.queue_worker_concurrency for r in recipes.values() if r.queue == name)
+        DBOS.register_queue(name, worker_concurrency=concurrency, polling_interval_sec=settings.queue_poll_seconds,
+                            on_conflict="always_update")
+
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(engine, settings, ident, stop), name="heartbeat", daemon=True).start()
+    uptime = admin.Uptime()
+
+    def snapshot(path: str) -> dict[str, Any] | None:
+        if path in ("/healthz", "/health", "/"):
+            return {"ok": True, "appVersion": settings.app_version, "executorId": ident, "pid": os.getpid(),
+                    "version": __version__, "queues": queues, "ocMode": settings.oc_mode,
+                    "uptimeSeconds": uptime.seconds()}
+        if path == "/metrics":
+            return {"rssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "executorId": ident,
+                    "uptimeSeconds": uptime.seconds()}
+        return None
+
+    server = admin.serve("127.0.0.1", settings.admin_port, snapshot)
+    log.info("worker %s up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
+             ident, settings.app_version, queues, settings.admin_port, settings.oc_mode)
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    log.info("worker %s stopping", ident)
+    stop.set()
+    server.shutdown()
+    DBOS.destroy(workflow_completion_timeout_sec=0)
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""What the workflow tells the world: run status, gate, step attempts, plan, approvals.
+
+Every write here is a DBOS datasource transaction, checkpointed in the same commit as its effect,
+so a replayed workflow never writes twice and `GET /runs/{id}` always matches what the workflow did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from dbos import SQLAlchemyDatasource
+
+from intentd.db import runs as q
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_datasource: SQLAlchemyDatasource | None = None
+
+
+def bind(datasource: SQLAlchemyDatasource) -> None:
+    """Called by the worker before DBOS.launch()."""
+    global _datasource
+    _datasource = datasource
+
+
+def _tx(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    assert _datasource is not None, "projection.bind() was not called"
+    return _datasource.run_tx_step(
+        {"name": func.__name__, "isolation_level": "READ COMMITTED"}, func, *args, **kwargs
+    )
+
+
+def _session() -> Any:
+    assert _datasource is not None
+    return _datasource.sql_session()
+
+
+# Transaction bodies (run inside _tx) ---------------------------------------------------------------
+
+
+def _begin_run(run_id: str) -> dict[str, Any]:
+    s = _session()
+    run = q.get_run(s, run_id, lock=True)
+    assert run is not None, f"run {run_id} has no row"
+    if run["status"] == "queued":
+        q.update_run(s, run_id, status="running", started_at="now()", error=None)
+    intent = q.get_intent(s, run["intent_id"])
+    assert intent is not None
+    return {"run": {k: run[k] for k in ("run_id", "intent_id", "recipe_name", "workload", "retry_count")},
+            "intent": {k: intent[k] for k in ("goal", "inputs", "constraints")}}
+
+
+def _begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
+    s = _session()
+    s.execute(
+        sa.text(
+            "INSERT INTO app.run_steps (run_id, step_id, attempt, status, output, executions)"
+            " VALUES (:r, :s, :a, 'running', jsonb_build_object('attempt', CAST(:a AS int)), 0)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        {"r": run_id, "s": step_id, "a": attempt},
+    )
+    q.update_run(s, run_id, status="running", last_step=step_id, next_action=None)
+
+
+def _finish_attempt(run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None,
+                    error: dict[str, Any] | None) -> None:
+    s = _session()
+    s.execute(
+        sa.text(
+            "UPDATE app.run_steps SET status = :status, finished_at = now(),"
+            " output = CAST(:output AS jsonb) || jsonb_build_object('attempt', attempt),"
+            " error = CAST(:error AS jsonb) WHERE run_id = :r AND step_id = :s AND attempt = :a"
+        ),
+        {"status": "failed" if error else "succeeded", "output": q._j(output or {}),
+         "error": q._j(error), "r": run_id, "s": step_id, "a": attempt},
+    )
+
+
+def _record_plan(run_id: str, plan: dict[str, Any], plan_hash: str) -> None:
+    q.update_run(_session(), run_id, plan=plan, plan_hash=plan_hash)
+
+
+def _wait(run_id: str, gate: str, next_action: str, notice: str | None) -> None:
+    q.update_run(_session(), run_id, status="waiting_input", gate=gate, next_action=next_action, notice=notice)
+
+
+def _consume_event(run_id: str, event_id: int) -> None:
+    _session().execute(
+        sa.text("UPDATE app.run_events SET consumed_at = now() WHERE run_id = :r AND event_id = :e"),
+        {"r": run_id, "e": event_id},
+    )
+
+
+def _apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
+    """Apply the approval to the plan at the gate; returns why not (plan hash mismatch) or None."""
+    s = _session()
+    row = s.execute(
+        sa.text("SELECT plan_hash, approved_by FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
+        {"id": approval_id},
+    ).mappings().one()
+    if row["plan_hash"] is not None and row["plan_hash"] != plan_hash:
+        reason = (
+            f"approval {approval_id} by {row['approved_by']!r} was for plan {row['plan_hash'][:12]}…, "
+            f"but the plan at the gate is {plan_hash[:12]}…; approve again"
+        )
+        s.execute(
+            sa.text("UPDATE app.plan_approvals SET state = 'rejected', reason = :why, decided_at = now()"
+                    " WHERE approval_id = :id"),
+            {"id": approval_id, "why": reason},
+        )
+        q.update_run(s, run_id, notice=reason)
+        return reason
+    s.execute(
+        sa.text("UPDATE app.plan_approvals SET state = 'applied', decided_at = now() WHERE approval_id = :id"),
+        {"id": approval_id},
+    )
+    q.update_run(s, run_id, status="running", gate="passed", next_action=None, notice=None)
+    return None
+
+
+def _record_decision(run_id: str, decision: dict[str, Any]) -> None:
+    q.update_run(_session(), run_id, decision=decision)
+
+
+def _end(run_id: str, status: str, error: dict[str, Any] | None, next_action: str | None) -> None:
+    q.update_run(_session(), run_id, status=status, error=error, next_action=next_action, finished_at="now()")
+
+
+def _resume(run_id: str) -> dict[str, Any]:
+    """After an operator retry: clear the error and report the retry count the shim recorded."""
+    s = _session()
+    q.update_run(s, run_id, status="running", error=None, next_action=None, finished_at=None)
+    run = q.get_run(s, run_id)
+    assert run is not None
+    return {"retry_count": run["retry_count"]}
+
+
+# The workflow's vocabulary ------------------------------------------------------------------------
+
+
+def begin_run(run_id: str) -> dict[str, Any]:
+    return _tx(_begin_run, run_id)
+
+
+def begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
+    _tx(_begin_attempt, run_id, step_id, attempt)
+
+
+def finish_attempt(run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None,
+                   error: dict[str, Any] | None) -> None:
+    _tx(_finish_attempt, run_id, step_id, attempt, output, error)
+
+
+def record_plan(run_id: str, plan: dict[str, Any], plan_hash: str) -> None:
+    _tx(_record_plan, run_id, plan, plan_hash)
+
+
+def wait(run_id: str, gate: str, next_action: str, notice: str | None = None) -> None:
+    _tx(_wait, run_id, gate, next_action, notice)
+
+
+def consume_event(run_id: str, event_id: int) -> None:
+    _tx(_consume_event, run_id, event_id)
+
+
+def apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
+    return _tx(_apply_approval, run_id, approval_id, plan_hash)
+
+
+def record_decision(run_id: str, decision: dict[str, Any]) -> None:
+    _tx(_record_decision, run_id, decision)
+
+
+def end(run_id: str, status: str, error: dict[str, Any] | None = None, next_action: str | None = None) -> None:
+    _tx(_end, run_id, status, error, next_action)
+
+
+def resume(run_id: str) -> dict[str, Any]:
+    return _tx(_resume, run_id)

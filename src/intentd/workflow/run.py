@@ -1,0 +1,197 @@
+"""The run, as the course tells it: compile, (questions), gate, apply, decide, execute.
+
+One DBOS workflow per intent (workflow id = intent id). Each step attempt is a DBOS step; each
+status change is a datasource transaction (projection). Step errors are split into retryable
+(the recipe's budget and backoff apply) and permanent. A run that fails waits, inside this same
+workflow, for an operator retry, and resumes from the failed step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dbos import DBOS
+from pydantic import BaseModel
+
+from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
+from intentd.errors import PermanentStepError, RetryableStepError, StepError
+from intentd.workflow import projection as proj
+from intentd.workflow import resources, workspace
+from intentd.workflow.steps import apply_patch, compile, decide, execute
+
+log = logging.getLogger("intentd.workflow")
+
+_WAIT_SLICE_SECONDS = 3600.0
+
+
+# Steps -------------------------------------------------------------------------------------------
+
+
+def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a step body: count the execution, and turn failures into a checkpointed result."""
+    res = resources.get()
+    with res.engine.begin() as conn:
+        from intentd.db import effects
+
+        effects.count_execution(conn, run_id, step_id, attempt)
+    try:
+        return {"ok": True, "output": body()}
+    except StepError as exc:
+        return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id)}
+    except Exception as exc:  # noqa: BLE001 — an unexpected error is recorded and retried, never lost
+        log.exception("step %s of %s failed unexpectedly", step_id, run_id)
+        err = RetryableStepError(f"{type(exc).__name__}: {exc}", code="internal_error")
+        return {"ok": False, "retryable": True, "error": err.to_dict(step_id)}
+
+
+@DBOS.step(name="CompileST")
+def compile_step(inp: dict[str, Any]) -> dict[str, Any]:
+    model = compile.CompileInput.model_validate(inp)
+    return _guard(StepId.compile, model.run_id, model.attempt, lambda: compile.run(model))
+
+
+@DBOS.step(name="ApplyPatchST")
+def apply_patch_step(inp: dict[str, Any]) -> dict[str, Any]:
+    model = apply_patch.ApplyInput.model_validate(inp)
+    return _guard(StepId.apply_patch, model.run_id, model.attempt, lambda: apply_patch.run(model))
+
+
+@DBOS.step(name="DecideST")
+def decide_step(inp: dict[str, Any]) -> dict[str, Any]:
+    model = decide.DecideInput.model_validate(inp)
+
+    def body() -> dict[str, Any]:
+        verdict = decide.run(model)
+        if verdict["decision"] != "execute":
+            raise PermanentStepError(
+                "policy rejected the patch: " + "; ".join(verdict["reasons"]),
+                code="policy_rejected",
+                details=verdict,
+            )
+        return verdict
+
+    return _guard(StepId.decide, model.run_id, model.attempt, body)
+
+
+@DBOS.step(name="ExecuteST")
+def execute_step(inp: dict[str, Any]) -> dict[str, Any]:
+    model = execute.ExecuteInput.model_validate(inp)
+    return _guard(StepId.execute, model.run_id, model.attempt, lambda: execute.run(model))
+
+
+@DBOS.step(name="PrepareWorkspace")
+def prepare_workspace(run_id: str, repo: str | None) -> str:
+    return str(workspace.prepare(resources.get().settings.workspaces_dir, run_id, repo))
+
+
+_STEPS: dict[StepId, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    StepId.compile: compile_step,
+    StepId.apply_patch: apply_patch_step,
+    StepId.decide: decide_step,
+    StepId.execute: execute_step,
+}
+
+
+# The workflow ------------------------------------------------------------------------------------
+
+
+class _Run:
+    """The workflow's local state: deterministic, rebuilt identically on every replay."""
+
+    def __init__(self, run_id: str, ctx: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.goal: str = ctx["intent"]["goal"]
+        self.inputs: dict[str, Any] = ctx["intent"]["inputs"]
+        self.constraints: dict[str, Any] = ctx["intent"]["constraints"]
+        self.recipe = resources.get().recipe(ctx["run"]["recipe_name"])
+        self.workload: dict[str, Any] = ctx["run"]["workload"]
+        self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
+
+    def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
+        """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
+        while True:
+            last: dict[str, Any] = {}
+            for n in range(1, self.recipe.retry.max_attempts + 1):
+                self.attempts[step_id] += 1
+                attempt = self.attempts[step_id]
+                proj.begin_attempt(self.run_id, step_id, attempt)
+                result = _STEPS[step_id](make_input(attempt).model_dump(mode="json"))
+                if result["ok"]:
+                    proj.finish_attempt(self.run_id, step_id, attempt, result["output"], None)
+                    return dict(result["output"])
+                last = result
+                proj.finish_attempt(self.run_id, step_id, attempt, None, result["error"])
+                if not result["retryable"]:
+                    break
+                if n < self.recipe.retry.max_attempts:
+                    DBOS.sleep(self.recipe.retry.backoff(n))
+            status = RunStatus.retries_exceeded if last["retryable"] else RunStatus.failed
+            proj.end(self.run_id, status, last["error"], NextAction.retry)
+            _wait_for(Topic.retry)
+            proj.resume(self.run_id)
+
+
+def _wait_for(topic: Topic) -> dict[str, Any]:
+    while True:
+        message = DBOS.recv(topic, timeout_seconds=_WAIT_SLICE_SECONDS)
+        if message is not None:
+            return dict(message)
+
+
+@DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
+def intent_run(args: dict[str, Any]) -> dict[str, Any]:
+    run_id: str = args["run_id"]
+    run = _Run(run_id, proj.begin_run(run_id))
+    ws = prepare_workspace(run_id, run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None)
+
+    # CompileST, and the questions loop.
+    answers: dict[str, Any] | None = None
+    while True:
+        compiled = run.step(
+            StepId.compile,
+            lambda attempt: compile.CompileInput(
+                run_id=run_id, attempt=attempt, goal=run.goal, inputs=run.inputs,
+                constraints=run.constraints, answers=answers, workspace=ws,
+            ),
+        )
+        plan, plan_hash = compiled["plan"], compiled["planHash"]
+        proj.record_plan(run_id, plan, plan_hash)
+        if not plan["questions"]:
+            break
+        proj.wait(run_id, Gate.questions, NextAction.provide_input)
+        event = _wait_for(Topic.input)
+        proj.consume_event(run_id, event["eventId"])
+        answers = {**(answers or {}), **event["payload"]}
+
+    # The approval gate. An approval bound to another plan hash does not apply; the run keeps waiting.
+    proj.wait(run_id, Gate.approval, NextAction.approve_plan)
+    while True:
+        approval = _wait_for(Topic.approval)
+        why_not = proj.apply_approval(run_id, approval["approvalId"], plan_hash)
+        if why_not is None:
+            break
+        proj.wait(run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
+
+    patch = run.step(
+        StepId.apply_patch,
+        lambda attempt: apply_patch.ApplyInput(run_id=run_id, attempt=attempt, goal=run.goal, plan=plan, workspace=ws),
+    )
+    verdict = run.step(
+        StepId.decide,
+        lambda attempt: decide.DecideInput(
+            run_id=run_id, attempt=attempt, plan=plan, patch=patch, constraints=run.constraints
+        ),
+    )
+    proj.record_decision(run_id, verdict)
+    executed = run.step(
+        StepId.execute,
+        lambda attempt: execute.ExecuteInput(
+            run_id=run_id, attempt=attempt, commands=plan["acceptance"], workspace=ws,
+            recipe_name=run.recipe.name, sandbox_minutes=float(run.workload["sandboxMinutes"]),
+        ),
+    )
+    proj.end(run_id, RunStatus.succeeded)
+    return {"runId": run_id, "status": RunStatus.succeeded, "planHash": plan_hash,
+            "commands": len(executed["commands"])}

@@ -1,0 +1,1 @@
+"""One module per step, each with its input model and a `run(input) -> output dict`."""

@@ -1,0 +1,44 @@
+"""ApplyPatchST: the OpenCode build agent implements the plan in the run's workspace; the diff is kept."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from intentd.db import effects
+from intentd.db.calls import CallKey
+from intentd.domain import StepId
+from intentd.oc import render_build_prompt
+from intentd.workflow import resources, workspace
+
+
+class ApplyInput(BaseModel):
+    run_id: str
+    attempt: int
+    goal: str
+    plan: dict[str, Any]
+    workspace: str
+
+
+def run(inp: ApplyInput) -> dict[str, Any]:
+    res = resources.get()
+    ws = Path(inp.workspace)
+    key = CallKey(inp.run_id, StepId.apply_patch, inp.attempt, "build")
+    # A re-executed attempt whose build call already completed keeps the tree that call produced
+    # (the call is replayed, not repeated); anything else starts from the base commit.
+    if res.calls.lookup(key.op_key) is None:
+        workspace.reset(ws)
+    summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
+    diff, files = workspace.diff(ws)
+    with res.engine.begin() as conn:
+        effects.store_artifact(conn, inp.run_id, StepId.apply_patch, inp.attempt, "diff", "patch.diff", diff,
+                               {"files": files, "bytes": len(diff.encode())})
+    return {
+        "files": files,
+        "diffBytes": len(diff.encode()),
+        "diffSha256": hashlib.sha256(diff.encode()).hexdigest(),
+        "agent": {k: v for k, v in summary.items() if k in ("text", "tools")},
+    }

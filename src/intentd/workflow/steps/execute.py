@@ -1,0 +1,75 @@
+"""ExecuteST: the plan's acceptance commands, in the bubblewrap sandbox, against the patched workspace.
+
+Each command is one side effect keyed by op_key: a recorded receipt is reused instead of running the
+command again, so a replayed step never executes twice what it already recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from intentd.db import effects
+from intentd.domain import StepId
+from intentd.errors import PermanentStepError, RetryableStepError
+from intentd.sandbox import SandboxLimits, run_in_sandbox
+from intentd.workflow import resources
+
+
+class ExecuteInput(BaseModel):
+    run_id: str
+    attempt: int
+    commands: list[str]
+    workspace: str
+    recipe_name: str
+    sandbox_minutes: float
+
+
+def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[str, Any]:
+    result = run_in_sandbox(command, workspace, limits)
+    return {
+        "command": command,
+        "outcome": result.outcome,
+        "exitCode": result.exit_code,
+        "signal": result.signal,
+        "timedOut": result.timed_out,
+        "durationSeconds": round(result.duration_s, 4),
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "stdoutTruncated": result.stdout_truncated,
+        "stderrTruncated": result.stderr_truncated,
+    }
+
+
+def run(inp: ExecuteInput) -> dict[str, Any]:
+    res = resources.get()
+    recipe = res.recipe(inp.recipe_name)
+    limits = SandboxLimits(wall_seconds=inp.sandbox_minutes * 60)
+    results: list[dict[str, Any]] = []
+    for index, command in enumerate(inp.commands):
+        op_key = f"{inp.run_id}:{StepId.execute}:{inp.attempt}:cmd-{index}"
+        with res.engine.connect() as conn:
+            recorded = effects.find_receipt(conn, op_key)
+        if recorded is None:
+            outcome = _execute_one(command, Path(inp.workspace), limits)
+            with res.engine.begin() as conn:
+                effects.record_receipt(conn, op_key, inp.run_id, StepId.execute, "sandbox_exec", outcome)
+                for stream in ("stdout", "stderr"):
+                    effects.store_artifact(
+                        conn, inp.run_id, StepId.execute, inp.attempt, stream, f"cmd-{index}",
+                        outcome[stream], {"command": command, "truncated": outcome[f"{stream}Truncated"]},
+                    )
+            recorded = outcome
+        results.append({k: v for k, v in recorded.items() if k not in ("stdout", "stderr")})
+        if recorded["outcome"] != "ok":
+            detail = {"command": command, "index": index, "outcome": recorded["outcome"],
+                      "exitCode": recorded["exitCode"], "stderr": recorded["stderr"][-2000:]}
+            message = f"acceptance command {index} ({command!r}) ended with {recorded['outcome']}"
+            if recorded["outcome"] == "exit":
+                message += f" (exit code {recorded['exitCode']})"
+            if recorded["outcome"] in recipe.execute_retry_on:
+                raise RetryableStepError(message, code=f"acceptance_{recorded['outcome']}", details=detail)
+            raise PermanentStepError(message, code=f"acceptance_{recorded['outcome']}", details=detail)
+    return {"commands": results}

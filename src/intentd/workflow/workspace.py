@@ -1,0 +1,64 @@
+"""The run's git workspace: a fresh repository per run under .tmp/workspaces/, or a clone of inputs.repo.
+
+Created idempotently (a replayed step finds it ready). The base commit is what ApplyPatchST resets
+to before a new attempt, and what the diff is taken against.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from intentd.errors import PermanentStepError
+
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "intentd", "GIT_AUTHOR_EMAIL": "intentd@localhost",
+    "GIT_COMMITTER_NAME": "intentd", "GIT_COMMITTER_EMAIL": "intentd@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+}
+
+
+def git(workspace: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(workspace), *args], capture_output=True, text=True, env=_GIT_ENV, timeout=60
+    )
+    if result.returncode != 0:
+        raise PermanentStepError(
+            f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error"
+        )
+    return result.stdout
+
+
+def prepare(root: Path, run_id: str, repo: str | None) -> Path:
+    workspace = root / run_id
+    if (workspace / ".git").is_dir() and git(workspace, "rev-parse", "--verify", "-q", "HEAD").strip():
+        return workspace
+    root.mkdir(parents=True, exist_ok=True)
+    if workspace.exists():
+        subprocess.run(["rm", "-rf", str(workspace)], check=True)
+    if repo:
+        source = Path(repo)
+        if not (source / ".git").exists():
+            raise PermanentStepError(f"inputs.repo {repo!r} is not a git repository", code="bad_repo")
+        git(root, "clone", "--quiet", "--no-hardlinks", str(source), run_id)
+    else:
+        workspace.mkdir()
+        git(workspace, "init", "--quiet", "-b", "main")
+        (workspace / "README.md").write_text(f"# workspace of {run_id}\n")
+        git(workspace, "add", "-A")
+        git(workspace, "commit", "--quiet", "-m", "base")
+    return workspace
+
+
+def reset(workspace: Path) -> None:
+    """Back to the base commit: a new attempt starts from a clean tree."""
+    git(workspace, "reset", "--quiet", "--hard", "HEAD")
+    git(workspace, "clean", "-fdq")
+
+
+def diff(workspace: Path) -> tuple[str, list[str]]:
+    """The unified diff of the working tree against HEAD, new files included, and the changed paths."""
+    git(workspace, "add", "-A")
+    text = git(workspace, "diff", "--cached", "--no-color", "HEAD")
+    names = [n for n in git(workspace, "diff", "--cached", "--name-only", "HEAD").splitlines() if n]
+    return text, names

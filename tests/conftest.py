@@ -1,0 +1,74 @@
+"""Shared fixtures: a real PostgreSQL for the whole session (the embedded one on its own port, or
+the server of DATABASE_URL) and a fresh, migrated database per test module."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from intentd.config import REPO_ROOT, Settings
+
+TEST_PGPORT = int(os.environ.get("INTENTD_TEST_PGPORT", "55439"))
+TEST_TMP = REPO_ROOT / ".tmp" / "test"
+
+
+def _server_settings() -> Settings:
+    return Settings(PGPORT=TEST_PGPORT, INTENTD_TMP=TEST_TMP, DATABASE_URL=os.environ.get("DATABASE_URL"),
+                    DBOS_SYSTEM_DATABASE_URL=None)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Settings]:
+    """The session's PostgreSQL server; the embedded one is started here and stopped at the end."""
+    from intentd.db import server
+
+    settings = _server_settings()
+    started = False
+    if settings.database_url_env is None and not server.is_running(settings):
+        server.up(settings)
+        started = True
+    yield settings
+    if started and not os.environ.get("INTENTD_TEST_KEEP_PG"):
+        server.down(settings, mode="immediate")
+
+
+def make_database(base: Settings, name: str, **overrides: object) -> Settings:
+    """A fresh database `name` on the session's server, migrated (app + DBOS schema)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from intentd.db import migrate
+
+    params = conninfo_to_dict(base.database_url)
+    params["dbname"] = name
+    url = make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    settings = Settings(PGPORT=base.pgport, INTENTD_TMP=base.tmp_dir / name, DATABASE_URL=url,
+                        DBOS_SYSTEM_DATABASE_URL=None, **overrides)  # type: ignore[arg-type]
+    migrate.reset(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def db_settings(pg_server: Settings, request: pytest.FixtureRequest) -> Settings:
+    stem = re.sub(r"[^a-z0-9]+", "_", Path(str(request.fspath)).stem.lower())[:40]
+    return make_database(pg_server, f"t_{stem}_{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(db_settings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def row_counts(conninfo: str) -> dict[str, int]:
+    """Rows in every app table and in DBOS's workflow and notification tables (for zero-write checks)."""
+    tables = ["app.intents", "app.runs", "app.run_steps", "app.plan_approvals", "app.run_events",
+              "app.opencode_calls", "app.mock_receipts", "app.artifacts", "dbos.workflow_status",
+              "dbos.notifications"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {t: int(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in tables}  # type: ignore[index]

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from intentd.workflow.steps.decide import decide
+
+PLAN = {"summary": "s", "steps": [], "files": ["docs/a.md"], "acceptance": ["true"], "questions": []}
+
+
+def test_patch_within_plan_files_is_executed() -> None:
+    verdict = decide(PLAN, {"files": ["docs/a.md"], "diffBytes": 10}, {})
+    assert verdict == {"decision": "execute", "reasons": [], "files": ["docs/a.md"]}
+
+
+def test_file_outside_allowed_paths_is_rejected_with_reason() -> None:
+    verdict = decide(PLAN, {"files": ["src/evil.py"], "diffBytes": 10}, {})
+    assert verdict["decision"] == "reject"
+    assert any("src/evil.py" in r for r in verdict["reasons"])
+
+
+def test_constraint_paths_override_plan_files() -> None:
+    verdict = decide(PLAN, {"files": ["src/ok.py"], "diffBytes": 10}, {"paths": ["src/*"]})
+    assert verdict["decision"] == "execute"
+
+
+def test_empty_and_oversized_diffs_are_rejected() -> None:
+    assert decide(PLAN, {"files": [], "diffBytes": 0}, {})["decision"] == "reject"
+    big = decide(PLAN, {"files": ["docs/a.md"], "diffBytes": 11}, {"maxDiffBytes": 10})
+    assert big["decision"] == "reject" and "over the limit" in big["reasons"][0]
+
+
+def test_plan_without_acceptance_commands_is_rejected() -> None:
+    verdict = decide({**PLAN, "acceptance": []}, {"files": ["docs/a.md"], "diffBytes": 1}, {})
+    assert verdict["decision"] == "reject"
+
+
+def test_same_inputs_same_verdict() -> None:
+    args = (PLAN, {"files": ["docs/a.md", "x"], "diffBytes": 5}, {})
+    assert decide(*args) == decide(*args)
