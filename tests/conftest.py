@@ -19,8 +19,12 @@ TEST_TMP = REPO_ROOT / ".tmp" / "test"
 
 
 def _server_settings() -> Settings:
-    return Settings(PGPORT=TEST_PGPORT, INTENTD_TMP=TEST_TMP, DATABASE_URL=os.environ.get("DATABASE_URL"),
-                    DBOS_SYSTEM_DATABASE_URL=None)
+    return Settings(
+        PGPORT=TEST_PGPORT,
+        INTENTD_TMP=TEST_TMP,
+        DATABASE_URL=os.environ.get("DATABASE_URL"),
+        DBOS_SYSTEM_DATABASE_URL=None,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +44,18 @@ def pg_server() -> Iterator[Settings]:
 
 def make_database(base: Settings, name: str, **overrides: object) -> Settings:
     """A fresh database `name` on the session's server, migrated (app + DBOS schema)."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from sqlalchemy.engine import make_url
 
     from intentd.db import migrate
 
-    params = conninfo_to_dict(base.database_url)
-    params["dbname"] = name
-    url = make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
-    settings = Settings(PGPORT=base.pgport, INTENTD_TMP=base.tmp_dir / name, DATABASE_URL=url,
-                        DBOS_SYSTEM_DATABASE_URL=None, **overrides)  # type: ignore[arg-type]
+    url = make_url(base.database_url).set(database=name).render_as_string(hide_password=False)
+    settings = Settings(
+        PGPORT=base.pgport,
+        INTENTD_TMP=base.tmp_dir / name,
+        DATABASE_URL=url,
+        DBOS_SYSTEM_DATABASE_URL=None,
+        **overrides,
+    )  # type: ignore[arg-type]
     migrate.reset(settings)
     return settings
 
@@ -67,8 +74,17 @@ def db(db_settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]
 
 def row_counts(conninfo: str) -> dict[str, int]:
     """Rows in every app table and in DBOS's workflow and notification tables (for zero-write checks)."""
-    tables = ["app.intents", "app.runs", "app.run_steps", "app.plan_approvals", "app.run_events",
-              "app.opencode_calls", "app.mock_receipts", "app.artifacts", "dbos.workflow_status",
-              "dbos.notifications"]
+    tables = [
+        "app.intents",
+        "app.runs",
+        "app.run_steps",
+        "app.plan_approvals",
+        "app.run_events",
+        "app.opencode_calls",
+        "app.mock_receipts",
+        "app.artifacts",
+        "dbos.workflow_status",
+        "dbos.notifications",
+    ]
     with psycopg.connect(conninfo, autocommit=True) as conn:
         return {t: int(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in tables}  # type: ignore[index]

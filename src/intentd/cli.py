@@ -15,7 +15,7 @@ def _db(args: argparse.Namespace) -> int:
     settings = get_settings()
     embedded = settings.database_url_env is None
     if args.action == "up":
-        print("db:up:", server.up(settings) if embedded else f"DATABASE_URL is set; nothing to start")
+        print("db:up:", server.up(settings) if embedded else "DATABASE_URL is set; nothing to start")
         applied = migrate.ensure(settings)
         print("db:up: migrations", ", ".join(applied) if applied else "up to date")
     elif args.action == "down":

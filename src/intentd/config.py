@@ -29,9 +29,7 @@ class Settings(BaseSettings):
     # Processes
     port: int = Field(3001, validation_alias="PORT")
     admin_port: int = Field(3002, validation_alias="ADMIN_PORT")
-    app_version: str = Field(
-        "dev", validation_alias=AliasChoices("DBOS__APPVERSION", "INTENTD_APP_VERSION")
-    )
+    app_version: str = Field("dev", validation_alias=AliasChoices("DBOS__APPVERSION", "INTENTD_APP_VERSION"))
     executor_id: str | None = Field(None, validation_alias=AliasChoices("INTENTD_EXECUTOR_ID", "DBOS__VMID"))
     queue_poll_seconds: float = Field(0.05, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
     worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")

@@ -69,8 +69,9 @@ def main() -> int:
         print(f"  dual read: /runs/{workflow_id} -> runId {run_id}  ok")
         print("  diff:\n" + "\n".join("    " + line for line in (done["diff"] or "").splitlines()[:20]))
     with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute("SELECT run_id, approved_by, approved_at FROM app.plan_approvals WHERE run_id = %s",
-                           (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT run_id, approved_by, approved_at FROM app.plan_approvals WHERE run_id = %s", (run_id,)
+        ).fetchone()
     print(f"  app.plan_approvals: {row}")
     from intentd import oracles
 

@@ -24,9 +24,7 @@ class RunStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset(
-    {RunStatus.succeeded, RunStatus.failed, RunStatus.retries_exceeded, RunStatus.canceled}
-)
+TERMINAL_STATUSES = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.retries_exceeded, RunStatus.canceled})
 RETRYABLE_STATUSES = frozenset({RunStatus.failed, RunStatus.retries_exceeded})
 
 
@@ -64,9 +62,7 @@ class Plan(BaseModel):
     summary: str = Field(description="One sentence: what the change does.")
     steps: list[str] = Field(description="The implementation steps, in order.")
     files: list[str] = Field(description="Repository-relative paths the change may touch.")
-    acceptance: list[str] = Field(
-        description="Shell commands, run in the patched workspace, that must all exit 0."
-    )
+    acceptance: list[str] = Field(description="Shell commands, run in the patched workspace, that must all exit 0.")
     questions: list[str] = Field(
         description="Questions for the operator; empty when the goal is clear enough to build."
     )

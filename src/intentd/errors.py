@@ -1,15 +1,15 @@
 """The error codes and the exception family. The API maps them to the envelope in one handler.
 
-    IntentdError (code, http_status, retryable)
-    ├── ClientError                         4xx: the caller's mistake; nothing was written
-    │   ├── ValidationFailed      400 validation_error / malformed_json / body_too_large
-    │   ├── QueuePolicyViolation  400 queue_policy_violation
-    │   ├── NotFound              404 not_found
-    │   └── Conflict              409 run_exists / invalid_state / already_approved / …
-    └── StepError                           a workflow step failed (stored in run_steps / runs.error)
-        ├── RetryableStepError    the step's retry budget applies
-        └── PermanentStepError    the run fails at once
-    OpenCode errors (intentd.oc.errors) and sandbox errors are StepErrors translated at their edge.
+IntentdError (code, http_status, retryable)
+├── ClientError                         4xx: the caller's mistake; nothing was written
+│   ├── ValidationFailed      400 validation_error / malformed_json / body_too_large
+│   ├── QueuePolicyViolation  400 queue_policy_violation
+│   ├── NotFound              404 not_found
+│   └── Conflict              409 run_exists / invalid_state / already_approved / …
+└── StepError                           a workflow step failed (stored in run_steps / runs.error)
+    ├── RetryableStepError    the step's retry budget applies
+    └── PermanentStepError    the run fails at once
+OpenCode errors (intentd.oc.errors) and sandbox errors are StepErrors translated at their edge.
 """
 
 from __future__ import annotations

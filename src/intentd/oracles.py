@@ -10,34 +10,26 @@ import psycopg
 from intentd.config import Settings
 
 ORACLES: dict[str, str] = {
-    "duplicate side effects (mock_receipts.seen_count > 1)":
-        "SELECT op_key, seen_count FROM app.mock_receipts WHERE seen_count > 1",
-    "duplicate op_key rows in opencode_calls":
-        "SELECT op_key, COUNT(*) FROM app.opencode_calls GROUP BY op_key HAVING COUNT(*) > 1",
-    "attempts not monotonic (gap or mismatch per run and step)":
-        "SELECT run_id, step_id, array_agg(attempt ORDER BY attempt) AS attempts FROM app.run_steps"
-        " GROUP BY run_id, step_id"
-        " HAVING MIN(attempt) <> 1 OR MAX(attempt) <> COUNT(*)"
-        "     OR bool_or((output->>'attempt')::int IS DISTINCT FROM attempt)",
-    "attempt started after a later attempt of the same step":
-        "SELECT a.run_id, a.step_id, a.attempt FROM app.run_steps a JOIN app.run_steps b"
-        " ON a.run_id = b.run_id AND a.step_id = b.step_id AND b.attempt > a.attempt"
-        " WHERE b.started_at < a.started_at",
-    "runs past the gate without an applied approval":
-        "SELECT r.run_id FROM app.runs r WHERE r.gate = 'passed' AND NOT EXISTS"
-        " (SELECT 1 FROM app.plan_approvals p WHERE p.run_id = r.run_id AND p.state = 'applied')",
-    "more than one live approval per run":
-        "SELECT run_id, COUNT(*) FROM app.plan_approvals WHERE state <> 'rejected' GROUP BY run_id HAVING COUNT(*) > 1",
-    "succeeded runs without a receipt per acceptance command":
-        "SELECT r.run_id FROM app.runs r WHERE r.status = 'succeeded' AND"
-        " jsonb_array_length(r.plan->'acceptance') > (SELECT COUNT(DISTINCT m.op_key) FROM app.mock_receipts m"
-        " WHERE m.run_id = r.run_id AND m.payload->>'outcome' = 'ok')",
-    "run rows without a DBOS workflow, or workflows without a run row":
-        "SELECT r.run_id, NULL AS workflow_uuid FROM app.runs r LEFT JOIN dbos.workflow_status w"
-        " ON w.workflow_uuid = r.workflow_id WHERE w.workflow_uuid IS NULL"
-        " UNION ALL SELECT NULL, w.workflow_uuid FROM dbos.workflow_status w"
-        " LEFT JOIN app.runs r ON r.workflow_id = w.workflow_uuid"
-        " WHERE w.name = 'intent_run' AND r.run_id IS NULL",
+    "duplicate side effects (mock_receipts.seen_count > 1)": "SELECT op_key, seen_count FROM app.mock_receipts WHERE seen_count > 1",
+    "duplicate op_key rows in opencode_calls": "SELECT op_key, COUNT(*) FROM app.opencode_calls GROUP BY op_key HAVING COUNT(*) > 1",
+    "attempts not monotonic (gap or mismatch per run and step)": "SELECT run_id, step_id, array_agg(attempt ORDER BY attempt) AS attempts FROM app.run_steps"
+    " GROUP BY run_id, step_id"
+    " HAVING MIN(attempt) <> 1 OR MAX(attempt) <> COUNT(*)"
+    "     OR bool_or((output->>'attempt')::int IS DISTINCT FROM attempt)",
+    "attempt started after a later attempt of the same step": "SELECT a.run_id, a.step_id, a.attempt FROM app.run_steps a JOIN app.run_steps b"
+    " ON a.run_id = b.run_id AND a.step_id = b.step_id AND b.attempt > a.attempt"
+    " WHERE b.started_at < a.started_at",
+    "runs past the gate without an applied approval": "SELECT r.run_id FROM app.runs r WHERE r.gate = 'passed' AND NOT EXISTS"
+    " (SELECT 1 FROM app.plan_approvals p WHERE p.run_id = r.run_id AND p.state = 'applied')",
+    "more than one live approval per run": "SELECT run_id, COUNT(*) FROM app.plan_approvals WHERE state <> 'rejected' GROUP BY run_id HAVING COUNT(*) > 1",
+    "succeeded runs without a receipt per acceptance command": "SELECT r.run_id FROM app.runs r WHERE r.status = 'succeeded' AND"
+    " jsonb_array_length(r.plan->'acceptance') > (SELECT COUNT(DISTINCT m.op_key) FROM app.mock_receipts m"
+    " WHERE m.run_id = r.run_id AND m.payload->>'outcome' = 'ok')",
+    "run rows without a DBOS workflow, or workflows without a run row": "SELECT r.run_id, NULL AS workflow_uuid FROM app.runs r LEFT JOIN dbos.workflow_status w"
+    " ON w.workflow_uuid = r.workflow_id WHERE w.workflow_uuid IS NULL"
+    " UNION ALL SELECT NULL, w.workflow_uuid FROM dbos.workflow_status w"
+    " LEFT JOIN app.runs r ON r.workflow_id = w.workflow_uuid"
+    " WHERE w.name = 'intent_run' AND r.run_id IS NULL",
 }
 
 
@@ -60,8 +52,10 @@ def main(settings: Settings, run_id: str | None = None) -> int:
             " (SELECT COUNT(*) FROM app.plan_approvals)"
         ).fetchone()
     assert counts is not None
-    print(f"scope: runs={counts[0]} steps={counts[1]} receipts={counts[2]} opencode_calls={counts[3]} "
-          f"approvals={counts[4]}")
+    print(
+        f"scope: runs={counts[0]} steps={counts[1]} receipts={counts[2]} opencode_calls={counts[3]} "
+        f"approvals={counts[4]}"
+    )
     found = check(settings.database_url, run_id)
     width = max(len(n) for n in found)
     failed = 0

@@ -58,7 +58,4 @@ class Recipe(BaseModel):
 @lru_cache(maxsize=4)
 def load_recipes(path: Path) -> dict[str, Recipe]:
     raw = tomllib.loads(path.read_text())
-    return {
-        name: Recipe.model_validate({"name": name, **body})
-        for name, body in raw.get("recipes", {}).items()
-    }
+    return {name: Recipe.model_validate({"name": name, **body}) for name, body in raw.get("recipes", {}).items()}

@@ -6,6 +6,7 @@ fixture model (live mode), the worker and the shim, with pidfiles and logs under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,7 +33,11 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
                 start_new_session=True,
             )
         self.pidfile.write_text(str(self.popen.pid))
@@ -64,17 +69,13 @@ class Proc:
         if pid is None or not self.alive():
             self.pidfile.unlink(missing_ok=True)
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + wait
         while self.alive() and time.monotonic() < deadline:
             if self.popen is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self.popen.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    pass
             else:
                 time.sleep(0.05)
         if self.alive():
@@ -101,9 +102,15 @@ def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"PORT": str(settings.port), "ADMIN_PORT": str(settings.admin_port),
-                "DBOS__APPVERSION": settings.app_version, "OC_MODE": settings.oc_mode,
-                "PGPORT": str(settings.pgport)})
+    env.update(
+        {
+            "PORT": str(settings.port),
+            "ADMIN_PORT": str(settings.admin_port),
+            "DBOS__APPVERSION": settings.app_version,
+            "OC_MODE": settings.oc_mode,
+            "PGPORT": str(settings.pgport),
+        }
+    )
     env.update(extra)
     return env
 
@@ -111,15 +118,26 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 def worker(settings: Settings, tag: str = "", **extra: str) -> Proc:
     run = settings.tmp_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
-    return Proc(f"worker{tag}", [sys.executable, "-m", "intentd.worker.main"], child_env(settings, **extra),
-                settings.tmp_dir / f"worker{tag}-{settings.admin_port}.log", run / f"worker{tag}-{settings.admin_port}.pid")
+    name = f"worker{tag}-{settings.admin_port}"
+    return Proc(
+        f"worker{tag}",
+        [sys.executable, "-m", "intentd.worker.main"],
+        child_env(settings, **extra),
+        settings.tmp_dir / f"{name}.log",
+        run / f"{name}.pid",
+    )
 
 
 def shim(settings: Settings, tag: str = "", **extra: str) -> Proc:
     run = settings.tmp_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
-    return Proc(f"shim{tag}", [sys.executable, "-m", "intentd.api"], child_env(settings, **extra),
-                settings.tmp_dir / f"shim{tag}-{settings.port}.log", run / f"shim{tag}-{settings.port}.pid")
+    return Proc(
+        f"shim{tag}",
+        [sys.executable, "-m", "intentd.api"],
+        child_env(settings, **extra),
+        settings.tmp_dir / f"shim{tag}-{settings.port}.log",
+        run / f"shim{tag}-{settings.port}.pid",
+    )
 
 
 def up(settings: Settings) -> None:
@@ -132,8 +150,10 @@ def up(settings: Settings) -> None:
         from intentd.oc import daemon
 
         print("opencode:", daemon.up(settings))
-    for proc, url in ((worker(settings), f"http://127.0.0.1:{settings.admin_port}/healthz"),
-                      (shim(settings), f"http://127.0.0.1:{settings.port}/healthz")):
+    for proc, url in (
+        (worker(settings), f"http://127.0.0.1:{settings.admin_port}/healthz"),
+        (shim(settings), f"http://127.0.0.1:{settings.port}/healthz"),
+    ):
         if proc.alive():
             print(f"{proc.name}: already running (pid {proc.pid})")
             continue

@@ -21,4 +21,8 @@ def test_error_envelope_shape() -> None:
 
 def test_step_error_dict_names_the_step() -> None:
     assert PermanentStepError("no", code="policy_rejected").to_dict("DecideST") == {
-        "code": "policy_rejected", "message": "no", "step": "DecideST", "details": None}
+        "code": "policy_rejected",
+        "message": "no",
+        "step": "DecideST",
+        "details": None,
+    }

@@ -31,8 +31,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only deterministic parts: where, what kind, and the message (not the echoed input).
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")}
-        for e in exc.errors()
+        {"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")} for e in exc.errors()
     ]
 
 
@@ -47,8 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, pool_size=20, application_name="intentd-shim")
-        client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema,
-                            lazy=True)
+        client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema, lazy=True)
         app.state.engine = engine
         app.state.handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
         try:

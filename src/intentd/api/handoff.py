@@ -18,7 +18,6 @@ from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME,
 from intentd.errors import Conflict, NotFound, QueuePolicyViolation
 from intentd.recipes import DEFAULT_RECIPE, Recipe
 
-
 # Test seam: called between the app rows and DBOS's half, inside the transaction.
 _between_halves: Callable[[str], None] = lambda _where: None
 
@@ -65,8 +64,11 @@ class Handoff:
                 raise Conflict(
                     f"intent {intent_id!r} already has run {existing['run_id']!r}",
                     code="run_exists",
-                    details={"runId": existing["run_id"], "workflowId": existing["workflow_id"],
-                             "status": existing["status"]},
+                    details={
+                        "runId": existing["run_id"],
+                        "workflowId": existing["workflow_id"],
+                        "status": existing["status"],
+                    },
                 )
             run = q.insert_run(
                 conn,
@@ -162,8 +164,9 @@ class Handoff:
                 )
             retry_count = run["retry_count"] + 1
             from_step = (run["error"] or {}).get("step") or run["last_step"]
-            q.update_run(conn, run["run_id"], status="running", next_action=None, retry_count=retry_count,
-                         finished_at=None)
+            q.update_run(
+                conn, run["run_id"], status="running", next_action=None, retry_count=retry_count, finished_at=None
+            )
             _between_halves("retry")
             self.client.send_in_transaction(
                 conn, run["workflow_id"], {"retryCount": retry_count, "fromStep": from_step}, Topic.retry

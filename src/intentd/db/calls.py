@@ -58,9 +58,7 @@ class SqlCallStore:
             assert row is not None
             if row[0] == "completed":
                 return dict(row[1])
-            conn.execute(
-                "UPDATE app.opencode_calls SET claims = claims + 1 WHERE op_key = %s", (key.op_key,)
-            )
+            conn.execute("UPDATE app.opencode_calls SET claims = claims + 1 WHERE op_key = %s", (key.op_key,))
             return None
 
     def complete(self, op_key: str, response: dict[str, Any]) -> None:

@@ -13,9 +13,7 @@ import sqlalchemy as sa
 
 
 def find_receipt(conn: sa.Connection, op_key: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.text("SELECT payload FROM app.mock_receipts WHERE op_key = :k"), {"k": op_key}
-    ).first()
+    row = conn.execute(sa.text("SELECT payload FROM app.mock_receipts WHERE op_key = :k"), {"k": op_key}).first()
     return None if row is None else dict(row[0])
 
 
@@ -37,7 +35,13 @@ def record_receipt(
 
 
 def store_artifact(
-    conn: sa.Connection, run_id: str, step_id: str, attempt: int, kind: str, name: str, content: str,
+    conn: sa.Connection,
+    run_id: str,
+    step_id: str,
+    attempt: int,
+    kind: str,
+    name: str,
+    content: str,
     meta: dict[str, Any] | None = None,
 ) -> None:
     conn.execute(
@@ -47,8 +51,15 @@ def store_artifact(
             " ON CONFLICT (run_id, step_id, attempt, kind, name) DO UPDATE"
             " SET content = EXCLUDED.content, meta = EXCLUDED.meta"
         ),
-        {"r": run_id, "s": step_id, "a": attempt, "kind": kind, "name": name, "content": content,
-         "meta": json.dumps(meta or {})},
+        {
+            "r": run_id,
+            "s": step_id,
+            "a": attempt,
+            "kind": kind,
+            "name": name,
+            "content": content,
+            "meta": json.dumps(meta or {}),
+        },
     )
 
 

@@ -21,14 +21,18 @@ def _j(value: Any) -> str | None:
 
 
 def insert_intent(db: Executor, intent_id: str, goal: str, inputs: Any, constraints: Any) -> dict[str, Any]:
-    row = db.execute(
-        sa.text(
-            "INSERT INTO app.intents (intent_id, goal, inputs, constraints)"
-            " VALUES (:id, :goal, CAST(:inputs AS jsonb), CAST(:constraints AS jsonb))"
-            " RETURNING intent_id, goal, inputs, constraints, created_at"
-        ),
-        {"id": intent_id, "goal": goal, "inputs": _j(inputs), "constraints": _j(constraints)},
-    ).mappings().one()
+    row = (
+        db.execute(
+            sa.text(
+                "INSERT INTO app.intents (intent_id, goal, inputs, constraints)"
+                " VALUES (:id, :goal, CAST(:inputs AS jsonb), CAST(:constraints AS jsonb))"
+                " RETURNING intent_id, goal, inputs, constraints, created_at"
+            ),
+            {"id": intent_id, "goal": goal, "inputs": _j(inputs), "constraints": _j(constraints)},
+        )
+        .mappings()
+        .one()
+    )
     return dict(row)
 
 
@@ -53,9 +57,11 @@ def get_run(db: Executor, run_or_workflow_id: str, *, lock: bool = False) -> dic
 
 
 def get_run_of_intent(db: Executor, intent_id: str) -> dict[str, Any] | None:
-    row = db.execute(
-        sa.text(f"SELECT {RUN_COLUMNS} FROM app.runs WHERE intent_id = :id"), {"id": intent_id}
-    ).mappings().first()
+    row = (
+        db.execute(sa.text(f"SELECT {RUN_COLUMNS} FROM app.runs WHERE intent_id = :id"), {"id": intent_id})
+        .mappings()
+        .first()
+    )
     return None if row is None else dict(row)
 
 
@@ -69,21 +75,25 @@ def insert_run(
     trace_id: str | None,
     app_version: str,
 ) -> dict[str, Any]:
-    row = db.execute(
-        sa.text(
-            "INSERT INTO app.runs (run_id, intent_id, workflow_id, status, recipe_name, workload,"
-            " trace_id, app_version) VALUES (:run_id, :intent_id, :intent_id, 'queued', :recipe,"
-            f" CAST(:workload AS jsonb), :trace_id, :version) RETURNING {RUN_COLUMNS}"
-        ),
-        {
-            "run_id": run_id,
-            "intent_id": intent_id,
-            "recipe": recipe_name,
-            "workload": _j(workload),
-            "trace_id": trace_id,
-            "version": app_version,
-        },
-    ).mappings().one()
+    row = (
+        db.execute(
+            sa.text(
+                "INSERT INTO app.runs (run_id, intent_id, workflow_id, status, recipe_name, workload,"
+                " trace_id, app_version) VALUES (:run_id, :intent_id, :intent_id, 'queued', :recipe,"
+                f" CAST(:workload AS jsonb), :trace_id, :version) RETURNING {RUN_COLUMNS}"
+            ),
+            {
+                "run_id": run_id,
+                "intent_id": intent_id,
+                "recipe": recipe_name,
+                "workload": _j(workload),
+                "trace_id": trace_id,
+                "version": app_version,
+            },
+        )
+        .mappings()
+        .one()
+    )
     return dict(row)
 
 
@@ -117,13 +127,17 @@ def list_steps(db: Executor, run_id: str) -> list[dict[str, Any]]:
 
 
 def live_approval(db: Executor, run_id: str) -> dict[str, Any] | None:
-    row = db.execute(
-        sa.text(
-            "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
-            " FROM app.plan_approvals WHERE run_id = :id AND state <> 'rejected'"
-        ),
-        {"id": run_id},
-    ).mappings().first()
+    row = (
+        db.execute(
+            sa.text(
+                "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
+                " FROM app.plan_approvals WHERE run_id = :id AND state <> 'rejected'"
+            ),
+            {"id": run_id},
+        )
+        .mappings()
+        .first()
+    )
     return None if row is None else dict(row)
 
 
@@ -138,9 +152,7 @@ def list_approvals(db: Executor, run_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def insert_approval(
-    db: Executor, run_id: str, approved_by: str, notes: str | None, plan_hash: str | None
-) -> int:
+def insert_approval(db: Executor, run_id: str, approved_by: str, notes: str | None, plan_hash: str | None) -> int:
     return int(
         db.execute(
             sa.text(

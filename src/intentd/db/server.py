@@ -58,9 +58,7 @@ def _as_user(user: str | None, argv: list[str]) -> list[str]:
 
 def _check_traversable(user: str, path: Path) -> None:
     """Fail with a clear message when the server's account cannot reach the repository."""
-    probe = subprocess.run(
-        ["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True
-    )
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True)
     if probe.returncode != 0:
         raise SystemExit(
             f"db:up: user {user} cannot reach {path}; PostgreSQL refuses to run as root, so the "
@@ -96,8 +94,18 @@ def up(settings: Settings) -> str:
         subprocess.run(
             _as_user(
                 user,
-                [str(BIN / "initdb"), "-D", str(paths.data), "-U", "postgres", "--auth=trust",
-                 "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                [
+                    str(BIN / "initdb"),
+                    "-D",
+                    str(paths.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-instructions",
+                ],
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -113,8 +121,19 @@ def up(settings: Settings) -> str:
     subprocess.run(
         _as_user(
             user,
-            [str(BIN / "pg_ctl"), "-D", str(paths.data), "-l", str(paths.log), "-o", options,
-             "-w", "-t", "60", "start"],
+            [
+                str(BIN / "pg_ctl"),
+                "-D",
+                str(paths.data),
+                "-l",
+                str(paths.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         ),
         check=True,
         stdout=subprocess.DEVNULL,

@@ -14,11 +14,14 @@ def serve(host: str, port: int, snapshot: Callable[[str], dict[str, Any] | None]
     """Serve GET /healthz and GET /metrics from `snapshot(path)` in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        def do_GET(self) -> None:
             body = snapshot(self.path.split("?")[0])
             status = 200 if body is not None else 404
-            payload = json.dumps(body if body is not None else {"error": {"code": "not_found",
-                                 "message": f"no such path {self.path}", "details": None}}).encode()
+            payload = json.dumps(
+                body
+                if body is not None
+                else {"error": {"code": "not_found", "message": f"no such path {self.path}", "details": None}}
+            ).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))

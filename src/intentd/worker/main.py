@@ -12,6 +12,8 @@ import resource
 import signal
 import socket
 import threading
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +23,7 @@ from intentd import __version__
 from intentd.config import Settings, get_settings
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine
-from intentd.oc import open_client
+from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.worker import admin
 from intentd.workflow import projection, resources
@@ -52,13 +54,32 @@ def _heartbeat(engine: sa.Engine, settings: Settings, ident: str, stop: threadin
             return
 
 
-def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+@dataclass
+class Worker:
+    """A launched worker: DBOS, heartbeat, admin endpoint. `stop()` tears it down."""
+
+    settings: Settings
+    ident: str
+    engine: sa.Engine
+    opencode: OpenCodeClient
+    stop_heartbeat: threading.Event
+    admin_server: ThreadingHTTPServer | None
+
+    def stop(self) -> None:
+        self.stop_heartbeat.set()
+        if self.admin_server is not None:
+            self.admin_server.shutdown()
+            self.admin_server.server_close()
+        DBOS.destroy(workflow_completion_timeout_sec=0)
+        self.opencode.close()
+        self.engine.dispose()
+
+
+def start(settings: Settings, *, admin_http: bool = True) -> Worker:
+    """Configure and launch DBOS with the workflow, register the recipes' queues, start the heartbeat."""
     ident = executor_id(settings)
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
-
     config: DBOSConfig = {
         "name": "intentd",
         "system_database_url": settings.sqlalchemy_system_url,
@@ -71,19 +92,25 @@ def main() -> None:
     DBOS(config=config)
     engine = create_engine(settings, pool_size=10, application_name=f"intentd-worker-{ident}")
     datasource = SQLAlchemyDatasource.create(
-        settings.sqlalchemy_url, engine=create_engine(settings, pool_size=10, application_name="intentd-ds"),
+        settings.sqlalchemy_url,
+        engine=create_engine(settings, pool_size=10, application_name="intentd-ds"),
         schema=settings.dbos_system_schema,
     )
     projection.bind(datasource)
     calls = SqlCallStore(settings.database_url)
-    resources.bind(resources.Resources(settings=settings, engine=engine, opencode=open_client(settings, calls), calls=calls))
+    opencode = open_client(settings, calls)
+    resources.bind(resources.Resources(settings=settings, engine=engine, opencode=opencode, calls=calls))
 
     DBOS.listen_queues(queues)
     DBOS.launch()
     for name in queues:
         concurrency = max(r.queue_worker_concurrency for r in recipes.values() if r.queue == name)
-        DBOS.register_queue(name, worker_concurrency=concurrency, polling_interval_sec=settings.queue_poll_seconds,
-                            on_conflict="always_update")
+        DBOS.register_queue(
+            name,
+            worker_concurrency=concurrency,
+            polling_interval_sec=settings.queue_poll_seconds,
+            on_conflict="always_update",
+        )
 
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(engine, settings, ident, stop), name="heartbeat", daemon=True).start()
@@ -91,27 +118,56 @@ def main() -> None:
 
     def snapshot(path: str) -> dict[str, Any] | None:
         if path in ("/healthz", "/health", "/"):
-            return {"ok": True, "appVersion": settings.app_version, "executorId": ident, "pid": os.getpid(),
-                    "version": __version__, "queues": queues, "ocMode": settings.oc_mode,
-                    "uptimeSeconds": uptime.seconds()}
+            return {
+                "ok": True,
+                "appVersion": settings.app_version,
+                "executorId": ident,
+                "pid": os.getpid(),
+                "version": __version__,
+                "queues": queues,
+                "ocMode": settings.oc_mode,
+                "uptimeSeconds": uptime.seconds(),
+            }
         if path == "/metrics":
-            return {"rssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "executorId": ident,
-                    "uptimeSeconds": uptime.seconds()}
+            return {
+                "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "rssKb": _rss_kb(),
+                "executorId": ident,
+                "uptimeSeconds": uptime.seconds(),
+            }
         return None
 
-    server = admin.serve("127.0.0.1", settings.admin_port, snapshot)
-    log.info("worker %s up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
-             ident, settings.app_version, queues, settings.admin_port, settings.oc_mode)
+    server = admin.serve("127.0.0.1", settings.admin_port, snapshot) if admin_http else None
+    log.info(
+        "worker %s up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
+        ident,
+        settings.app_version,
+        queues,
+        settings.admin_port,
+        settings.oc_mode,
+    )
+    return Worker(settings, ident, engine, opencode, stop, server)
 
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    worker = start(get_settings())
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
-    log.info("worker %s stopping", ident)
-    stop.set()
-    server.shutdown()
-    DBOS.destroy(workflow_completion_timeout_sec=0)
-    engine.dispose()
+    log.info("worker %s stopping", worker.ident)
+    worker.stop()
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ def bind(datasource: SQLAlchemyDatasource) -> None:
 
 def _tx(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     assert _datasource is not None, "projection.bind() was not called"
-    return _datasource.run_tx_step(
-        {"name": func.__name__, "isolation_level": "READ COMMITTED"}, func, *args, **kwargs
-    )
+    return _datasource.run_tx_step({"name": func.__name__, "isolation_level": "READ COMMITTED"}, func, *args, **kwargs)
 
 
 def _session() -> Any:
@@ -49,8 +47,10 @@ def _begin_run(run_id: str) -> dict[str, Any]:
         q.update_run(s, run_id, status="running", started_at="now()", error=None)
     intent = q.get_intent(s, run["intent_id"])
     assert intent is not None
-    return {"run": {k: run[k] for k in ("run_id", "intent_id", "recipe_name", "workload", "retry_count")},
-            "intent": {k: intent[k] for k in ("goal", "inputs", "constraints")}}
+    return {
+        "run": {k: run[k] for k in ("run_id", "intent_id", "recipe_name", "workload", "retry_count")},
+        "intent": {k: intent[k] for k in ("goal", "inputs", "constraints")},
+    }
 
 
 def _begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
@@ -66,8 +66,9 @@ def _begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
     q.update_run(s, run_id, status="running", last_step=step_id, next_action=None)
 
 
-def _finish_attempt(run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None,
-                    error: dict[str, Any] | None) -> None:
+def _finish_attempt(
+    run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None, error: dict[str, Any] | None
+) -> None:
     s = _session()
     s.execute(
         sa.text(
@@ -75,8 +76,14 @@ def _finish_attempt(run_id: str, step_id: str, attempt: int, output: dict[str, A
             " output = CAST(:output AS jsonb) || jsonb_build_object('attempt', attempt),"
             " error = CAST(:error AS jsonb) WHERE run_id = :r AND step_id = :s AND attempt = :a"
         ),
-        {"status": "failed" if error else "succeeded", "output": q._j(output or {}),
-         "error": q._j(error), "r": run_id, "s": step_id, "a": attempt},
+        {
+            "status": "failed" if error else "succeeded",
+            "output": q._j(output or {}),
+            "error": q._j(error),
+            "r": run_id,
+            "s": step_id,
+            "a": attempt,
+        },
     )
 
 
@@ -98,18 +105,24 @@ def _consume_event(run_id: str, event_id: int) -> None:
 def _apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
     """Apply the approval to the plan at the gate; returns why not (plan hash mismatch) or None."""
     s = _session()
-    row = s.execute(
-        sa.text("SELECT plan_hash, approved_by FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
-        {"id": approval_id},
-    ).mappings().one()
+    row = (
+        s.execute(
+            sa.text("SELECT plan_hash, approved_by FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
+            {"id": approval_id},
+        )
+        .mappings()
+        .one()
+    )
     if row["plan_hash"] is not None and row["plan_hash"] != plan_hash:
         reason = (
             f"approval {approval_id} by {row['approved_by']!r} was for plan {row['plan_hash'][:12]}…, "
             f"but the plan at the gate is {plan_hash[:12]}…; approve again"
         )
         s.execute(
-            sa.text("UPDATE app.plan_approvals SET state = 'rejected', reason = :why, decided_at = now()"
-                    " WHERE approval_id = :id"),
+            sa.text(
+                "UPDATE app.plan_approvals SET state = 'rejected', reason = :why, decided_at = now()"
+                " WHERE approval_id = :id"
+            ),
             {"id": approval_id, "why": reason},
         )
         q.update_run(s, run_id, notice=reason)
@@ -150,8 +163,9 @@ def begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
     _tx(_begin_attempt, run_id, step_id, attempt)
 
 
-def finish_attempt(run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None,
-                   error: dict[str, Any] | None) -> None:
+def finish_attempt(
+    run_id: str, step_id: str, attempt: int, output: dict[str, Any] | None, error: dict[str, Any] | None
+) -> None:
     _tx(_finish_attempt, run_id, step_id, attempt, output, error)
 
 

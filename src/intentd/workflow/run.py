@@ -40,7 +40,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         return {"ok": True, "output": body()}
     except StepError as exc:
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id)}
-    except Exception as exc:  # noqa: BLE001 — an unexpected error is recorded and retried, never lost
+    except Exception as exc:
         log.exception("step %s of %s failed unexpectedly", step_id, run_id)
         err = RetryableStepError(f"{type(exc).__name__}: {exc}", code="internal_error")
         return {"ok": False, "retryable": True, "error": err.to_dict(step_id)}
@@ -151,9 +151,14 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
     while True:
         compiled = run.step(
             StepId.compile,
-            lambda attempt: compile.CompileInput(
-                run_id=run_id, attempt=attempt, goal=run.goal, inputs=run.inputs,
-                constraints=run.constraints, answers=answers, workspace=ws,
+            lambda attempt, answers=answers: compile.CompileInput(  # type: ignore[misc]
+                run_id=run_id,
+                attempt=attempt,
+                goal=run.goal,
+                inputs=run.inputs,
+                constraints=run.constraints,
+                answers=answers,
+                workspace=ws,
             ),
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
@@ -188,10 +193,18 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
     executed = run.step(
         StepId.execute,
         lambda attempt: execute.ExecuteInput(
-            run_id=run_id, attempt=attempt, commands=plan["acceptance"], workspace=ws,
-            recipe_name=run.recipe.name, sandbox_minutes=float(run.workload["sandboxMinutes"]),
+            run_id=run_id,
+            attempt=attempt,
+            commands=plan["acceptance"],
+            workspace=ws,
+            recipe_name=run.recipe.name,
+            sandbox_minutes=float(run.workload["sandboxMinutes"]),
         ),
     )
     proj.end(run_id, RunStatus.succeeded)
-    return {"runId": run_id, "status": RunStatus.succeeded, "planHash": plan_hash,
-            "commands": len(executed["commands"])}
+    return {
+        "runId": run_id,
+        "status": RunStatus.succeeded,
+        "planHash": plan_hash,
+        "commands": len(executed["commands"]),
+    }

@@ -12,9 +12,13 @@ from pathlib import Path
 from intentd.errors import PermanentStepError
 
 _GIT_ENV = {
-    "GIT_AUTHOR_NAME": "intentd", "GIT_AUTHOR_EMAIL": "intentd@localhost",
-    "GIT_COMMITTER_NAME": "intentd", "GIT_COMMITTER_EMAIL": "intentd@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+    "GIT_AUTHOR_NAME": "intentd",
+    "GIT_AUTHOR_EMAIL": "intentd@localhost",
+    "GIT_COMMITTER_NAME": "intentd",
+    "GIT_COMMITTER_EMAIL": "intentd@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+    "PATH": "/usr/bin:/bin",
 }
 
 
@@ -23,9 +27,7 @@ def git(workspace: Path, *args: str) -> str:
         ["git", "-C", str(workspace), *args], capture_output=True, text=True, env=_GIT_ENV, timeout=60
     )
     if result.returncode != 0:
-        raise PermanentStepError(
-            f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error"
-        )
+        raise PermanentStepError(f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error")
     return result.stdout
 
 

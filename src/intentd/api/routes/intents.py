@@ -33,9 +33,7 @@ def create_intent(body: CreateIntent, request: Request) -> Any:
         return q.insert_intent(conn, str(uuid.uuid4()), body.goal, body.inputs, body.constraints)
 
 
-@router.post(
-    "/intents/{intent_id}/run", status_code=202, response_model=RunAccepted, response_model_by_alias=True
-)
+@router.post("/intents/{intent_id}/run", status_code=202, response_model=RunAccepted, response_model_by_alias=True)
 def start_run(intent_id: str, request: Request, body: StartRun | None = None) -> Any:
     body = body or StartRun()
     handoff: Handoff = request.app.state.handoff

@@ -44,9 +44,13 @@ def get_run(run_id: str, request: Request) -> Any:
                     "code": "no_worker_for_version",
                     "message": (
                         f"no live worker serves application version {run['app_version']!r}"
-                        + (f" (live workers serve {', '.join(map(repr, versions))})" if versions else
-                           " (no live worker)")
-                        + "; start a worker with DBOS__APPVERSION=" + run["app_version"]
+                        + (
+                            f" (live workers serve {', '.join(map(repr, versions))})"
+                            if versions
+                            else " (no live worker)"
+                        )
+                        + "; start a worker with DBOS__APPVERSION="
+                        + run["app_version"]
                     ),
                     "step": None,
                     "details": {"appVersion": run["app_version"], "liveVersions": versions},

@@ -34,8 +34,16 @@ def run(inp: ApplyInput) -> dict[str, Any]:
     summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
     diff, files = workspace.diff(ws)
     with res.engine.begin() as conn:
-        effects.store_artifact(conn, inp.run_id, StepId.apply_patch, inp.attempt, "diff", "patch.diff", diff,
-                               {"files": files, "bytes": len(diff.encode())})
+        effects.store_artifact(
+            conn,
+            inp.run_id,
+            StepId.apply_patch,
+            inp.attempt,
+            "diff",
+            "patch.diff",
+            diff,
+            {"files": files, "bytes": len(diff.encode())},
+        )
     return {
         "files": files,
         "diffBytes": len(diff.encode()),

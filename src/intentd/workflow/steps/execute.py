@@ -58,14 +58,25 @@ def run(inp: ExecuteInput) -> dict[str, Any]:
                 effects.record_receipt(conn, op_key, inp.run_id, StepId.execute, "sandbox_exec", outcome)
                 for stream in ("stdout", "stderr"):
                     effects.store_artifact(
-                        conn, inp.run_id, StepId.execute, inp.attempt, stream, f"cmd-{index}",
-                        outcome[stream], {"command": command, "truncated": outcome[f"{stream}Truncated"]},
+                        conn,
+                        inp.run_id,
+                        StepId.execute,
+                        inp.attempt,
+                        stream,
+                        f"cmd-{index}",
+                        outcome[stream],
+                        {"command": command, "truncated": outcome[f"{stream}Truncated"]},
                     )
             recorded = outcome
         results.append({k: v for k, v in recorded.items() if k not in ("stdout", "stderr")})
         if recorded["outcome"] != "ok":
-            detail = {"command": command, "index": index, "outcome": recorded["outcome"],
-                      "exitCode": recorded["exitCode"], "stderr": recorded["stderr"][-2000:]}
+            detail = {
+                "command": command,
+                "index": index,
+                "outcome": recorded["outcome"],
+                "exitCode": recorded["exitCode"],
+                "stderr": recorded["stderr"][-2000:],
+            }
             message = f"acceptance command {index} ({command!r}) ended with {recorded['outcome']}"
             if recorded["outcome"] == "exit":
                 message += f" (exit code {recorded['exitCode']})"

@@ -1,0 +1,59 @@
+"""Integration tier: the shim (FastAPI TestClient) and a worker (DBOS launched in this process) on a
+fresh database per module, OC_MODE=mock unless a test says otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from intentd.config import Settings
+
+
+@pytest.fixture(scope="module")
+def worker(db_settings: Settings) -> Iterator[Any]:
+    from intentd.worker import main as worker_main
+
+    settings = db_settings.model_copy(update={"oc_mode": "mock", "app_version": "it", "executor_id": "it-worker"})
+    handle = worker_main.start(settings, admin_http=False)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def api(db_settings: Settings) -> Iterator[TestClient]:
+    from intentd.api.app import create_app
+
+    settings = db_settings.model_copy(update={"app_version": "it"})
+    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
+        yield client
+
+
+def wait_for(
+    fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+) -> dict[str, Any]:
+    """Poll with a deadline (never a bare sleep): the last value once `done` holds."""
+    deadline = time.monotonic() + timeout
+    value = fetch()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value}")
+        time.sleep(0.05)
+        value = fetch()
+    return value
+
+
+def wait_status(api: TestClient, run_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
+    return wait_for(lambda: api.get(f"/runs/{run_id}").json(), lambda r: r["status"] == status, timeout)
+
+
+def start_run(api: TestClient, goal: str = "demo c5", **run_body: Any) -> tuple[str, str]:
+    intent = api.post("/intents", json={"goal": goal, "inputs": {}, "constraints": {}})
+    assert intent.status_code == 201, intent.text
+    intent_id = intent.json()["intentId"]
+    run = api.post(f"/intents/{intent_id}/run", json=run_body)
+    assert run.status_code == 202, run.text
+    return intent_id, run.json()["runId"]
