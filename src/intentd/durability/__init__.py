@@ -1,0 +1,1 @@
+"""Durability proofs: crashdemo, chaos drivers, soak. They kill real processes and query SQL."""
