@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = Field(0.05, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
     worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")
     max_body_bytes: int = Field(64 * 1024, validation_alias="INTENTD_MAX_BODY_BYTES")
+    # Fault injection for the chaos drivers: every step body sleeps this long, widening the windows
+    # in which a kill lands mid-step. Zero (off) everywhere else.
+    fault_step_delay_seconds: float = Field(0.0, validation_alias="INTENTD_FAULT_STEP_DELAY")
 
     # OpenCode
     oc_mode: Literal["mock", "live"] = Field("mock", validation_alias="OC_MODE")

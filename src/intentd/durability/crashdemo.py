@@ -66,15 +66,19 @@ def worker_main() -> None:
         "executor_id": f"crashdemo-{settings.admin_port}",
     }
     DBOS(config=config)
-    _ds = SQLAlchemyDatasource.create(settings.sqlalchemy_url, engine=create_engine(settings, pool_size=4),
-                                      schema=settings.dbos_system_schema)
+    _ds = SQLAlchemyDatasource.create(
+        settings.sqlalchemy_url, engine=create_engine(settings, pool_size=4), schema=settings.dbos_system_schema
+    )
     DBOS.listen_queues([QUEUE])
     DBOS.launch()
     DBOS.register_queue(QUEUE, polling_interval_sec=0.05, on_conflict="always_update")
     from intentd.worker import admin
 
-    admin.serve("127.0.0.1", settings.admin_port,
-                lambda p: {"ok": True, "role": "crashdemo", "pid": os.getpid()} if p == "/healthz" else None)
+    admin.serve(
+        "127.0.0.1",
+        settings.admin_port,
+        lambda p: {"ok": True, "role": "crashdemo", "pid": os.getpid()} if p == "/healthz" else None,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
@@ -97,18 +101,25 @@ def main() -> int:
         server.up(settings)
     migrate.ensure(settings)
     wf = f"crashdemo-{uuid.uuid4()}"
-    proc = stack.Proc("crashdemo-worker", [sys.executable, "-m", "intentd.durability.crashdemo", "worker"],
-                      stack.child_env(settings), settings.tmp_dir / f"crashdemo-{settings.admin_port}.log",
-                      settings.tmp_dir / f"crashdemo-{settings.admin_port}.pid")
+    proc = stack.Proc(
+        "crashdemo-worker",
+        [sys.executable, "-m", "intentd.durability.crashdemo", "worker"],
+        stack.child_env(settings),
+        settings.tmp_dir / f"crashdemo-{settings.admin_port}.log",
+        settings.tmp_dir / f"crashdemo-{settings.admin_port}.pid",
+    )
     url = f"http://127.0.0.1:{settings.admin_port}/healthz"
     print(f"wf:crashdemo: workflow {wf}, {STEPS} steps, worker admin {url} (PORT={settings.port} left free)")
-    client = DBOSClient(system_database_url=settings.sqlalchemy_system_url,
-                        dbos_system_schema=settings.dbos_system_schema)
+    client = DBOSClient(
+        system_database_url=settings.sqlalchemy_system_url, dbos_system_schema=settings.dbos_system_schema
+    )
     try:
         proc.start()
         stack.wait_http(url, proc=proc)
-        client.enqueue({"workflow_name": "crashdemo", "queue_name": QUEUE, "workflow_id": wf,
-                        "app_version": _version(settings)}, STEPS)
+        client.enqueue(
+            {"workflow_name": "crashdemo", "queue_name": QUEUE, "workflow_id": wf, "app_version": _version(settings)},
+            STEPS,
+        )
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             deadline = time.monotonic() + 60
             while _marks(conn, wf)[0] < STEPS // 2:
@@ -124,12 +135,15 @@ def main() -> int:
             print("  worker restarted; recovering")
             status = client.retrieve_workflow(wf).get_result(polling_interval_sec=0.1)
             count, max_seen = _marks(conn, wf)
-            wf_status = conn.execute("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s",
-                                     (wf,)).fetchone()
+            wf_status = conn.execute(
+                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (wf,)
+            ).fetchone()
     finally:
         proc.kill()
         client.destroy()
-    print(f"  SELECT COUNT(*), MAX(seen_count) FROM app.crashdemo_marks WHERE workflow_id='{wf}' -> {count}, {max_seen}")
+    print(
+        f"  SELECT COUNT(*), MAX(seen_count) FROM app.crashdemo_marks WHERE workflow_id='{wf}' -> {count}, {max_seen}"
+    )
     print(f"  dbos.workflow_status -> {wf_status[0] if wf_status else None}; result {status}")
     ok = count == STEPS and max_seen == 1 and wf_status is not None and wf_status[0] == "SUCCESS"
     print("wf:crashdemo: " + ("PASS: every mark exactly once, workflow finished" if ok else "FAIL"))

@@ -9,12 +9,14 @@ workflow, for an operator retry, and resumes from the failed step.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dbos import DBOS
 from pydantic import BaseModel
 
+from intentd.db import effects
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, StepError
 from intentd.workflow import projection as proj
@@ -33,9 +35,9 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
     """Run a step body: count the execution, and turn failures into a checkpointed result."""
     res = resources.get()
     with res.engine.begin() as conn:
-        from intentd.db import effects
-
         effects.count_execution(conn, run_id, step_id, attempt)
+    if res.settings.fault_step_delay_seconds:
+        time.sleep(res.settings.fault_step_delay_seconds)
     try:
         return {"ok": True, "output": body()}
     except StepError as exc:

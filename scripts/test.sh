@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's lane): everything installs itself, then quick, e2e, a short
+# chaos run and the oracles. Exits non-zero on any failure; pytest's "no tests ran" (5) fails too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$PWD/.tmp/xdg}"; mkdir -p "$XDG_RUNTIME_DIR"
+
+started=$(date +%s)
+status=0
+step() {
+  local name="$1"; shift
+  local t0=$(date +%s)
+  echo "::: $name"
+  "$@"
+  local rc=$?
+  echo "::: $name -> exit $rc in $(( $(date +%s) - t0 ))s"
+  if [ "$rc" -ne 0 ]; then status=1; fi
+}
+
+step "quick (check, unit, integration, crashdemo, contract)" mise run quick
+step "e2e (separate processes over HTTP)" mise run test:e2e
+step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 25 --converge-seconds 120
+step "oracles" mise run oracles
+
+echo "test lane: $([ $status -eq 0 ] && echo PASS || echo FAIL) in $(( $(date +%s) - started ))s"
+exit $status

@@ -1,0 +1,239 @@
+"""`mise run wf:intent:chaos` (and `:soak`): many intents across the course's lanes over HTTP while a
+driver SIGKILLs the worker at chosen moments (mid OpenCode call, mid ExecuteST, between an approval
+and ApplyPatchST, and at random), restarts it, and restarts PostgreSQL once (live mode: the
+OpenCode daemon too). Oracle: every run converges to its lane's terminal status, the SQL oracles are
+green, no run is lost. Prints a summary and exits non-zero on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+
+from intentd import oracles, stack
+from intentd.config import Settings
+from intentd.db import migrate, server
+
+LANES = {
+    "plain": ("chaos plain change", "succeeded"),
+    "ask": ("ask user about chaos", "succeeded"),
+    "fail": ("fail me under chaos", "retries_exceeded"),
+}
+
+# Where a kill should land, as SQL that is true while the worker is in that window.
+MOMENTS = {
+    "opencode_call": "SELECT 1 FROM app.opencode_calls WHERE status = 'claimed' AND run_id = ANY(%s) LIMIT 1",
+    "execute": "SELECT 1 FROM app.run_steps WHERE step_id = 'ExecuteST' AND status = 'running'"
+    " AND run_id = ANY(%s) LIMIT 1",
+    "approved_not_applied": "SELECT 1 FROM app.plan_approvals WHERE state = 'pending' AND run_id = ANY(%s) LIMIT 1",
+    "random": "SELECT 1",
+}
+
+
+@dataclass
+class Tracked:
+    lane: str
+    intent_id: str
+    run_id: str
+    created: float
+    done_at: float | None = None
+    status: str = "queued"
+    answered: bool = False
+    approved: bool = False
+
+
+@dataclass
+class Report:
+    kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MOMENTS, 0))
+    worker_restarts: int = 0
+    pg_restarts: int = 0
+    daemon_kills: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _drive(http: httpx.Client, runs: list[Tracked], deadline: float) -> None:
+    """The operator: answer questions, approve plans, until every run reaches a terminal status."""
+    while time.monotonic() < deadline:
+        pending = [t for t in runs if t.done_at is None]
+        if not pending:
+            return
+        for t in pending:
+            try:
+                run = http.get(f"/runs/{t.run_id}").json()
+            except httpx.HTTPError:
+                continue  # the shim may be briefly without a database during the PostgreSQL restart
+            t.status = run.get("status", t.status)
+            if t.status in ("succeeded", "retries_exceeded", "failed", "canceled"):
+                t.done_at = time.monotonic()
+            elif run.get("nextAction") == "provide_input" and not t.answered:
+                r = http.post(f"/runs/{t.run_id}/events", json={"type": "input", "payload": {"answer": "42"}})
+                t.answered = r.status_code == 202
+            elif run.get("nextAction") == "approve_plan" and not t.approved:
+                r = http.post(f"/runs/{t.run_id}/approve-plan", json={"approvedBy": "chaos"})
+                t.approved = r.status_code in (202, 409)
+        time.sleep(0.1)
+
+
+def _killer(
+    settings: Settings,
+    worker: stack.Proc,
+    runs: list[Tracked],
+    report: Report,
+    stop: threading.Event,
+    rng: random.Random,
+    min_gap: float,
+    max_gap: float,
+    restart_pg_after: int,
+) -> None:
+    order = ["opencode_call", "execute", "approved_not_applied", "random"]
+    i = 0
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        while not stop.wait(rng.uniform(min_gap, max_gap)):
+            moment = order[i % len(order)]
+            i += 1
+            ids = [t.run_id for t in runs if t.done_at is None]
+            window_deadline = time.monotonic() + 5.0
+            hit = False
+            while time.monotonic() < window_deadline and not stop.is_set():
+                try:
+                    hit = (
+                        conn.execute(MOMENTS[moment], (ids,) if "%s" in MOMENTS[moment] else None).fetchone()
+                        is not None
+                    )
+                except psycopg.Error:
+                    conn = psycopg.connect(settings.database_url, autocommit=True)
+                if hit:
+                    break
+                time.sleep(0.005)
+            if stop.is_set():
+                return
+            worker.kill(signal.SIGKILL)
+            report.kills[moment if hit else "random"] += 1
+            if report.worker_restarts + 1 == restart_pg_after and settings.database_url_env is None:
+                server.down(settings, mode="immediate")
+                time.sleep(0.5)
+                server.up(settings)
+                report.pg_restarts += 1
+                conn = psycopg.connect(settings.database_url, autocommit=True)
+            worker.popen = None
+            worker.start()
+            report.worker_restarts += 1
+            try:
+                stack.wait_http(f"http://127.0.0.1:{settings.admin_port}/healthz", timeout=60, proc=worker)
+            except RuntimeError as exc:
+                report.errors.append(f"worker did not come back: {exc}")
+                return
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings().model_copy(
+        update={"port": args.port, "admin_port": args.admin_port, "app_version": args.app_version}
+    )
+    if settings.database_url_env is None:
+        server.up(settings)
+    migrate.ensure(settings)
+    rng = random.Random(args.seed)
+    extra = {"INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}", "INTENTD_FAULT_STEP_DELAY": str(args.step_delay)}
+    worker = stack.worker(settings, tag="-chaos", **extra)
+    shim = stack.shim(settings, tag="-chaos", **extra)
+    report = Report()
+    worker.start()
+    shim.start()
+    t_start = time.monotonic()
+    rss_start = rss_end = 0
+    try:
+        stack.wait_http(f"http://127.0.0.1:{settings.admin_port}/healthz", proc=worker)
+        stack.wait_http(f"http://127.0.0.1:{settings.port}/healthz", proc=shim)
+        rss_start = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
+        http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
+        runs: list[Tracked] = []
+        lanes = list(LANES)
+        for n in range(args.runs):
+            lane = lanes[n % len(lanes)]
+            goal = f"{LANES[lane][0]} #{n} {uuid.uuid4().hex[:6]}"
+            intent = http.post("/intents", json={"goal": goal, "inputs": {}, "constraints": {}}).json()["intentId"]
+            run_id = http.post(f"/intents/{intent}/run", json={}).json()["runId"]
+            runs.append(Tracked(lane, intent, run_id, time.monotonic()))
+        stop = threading.Event()
+        killer = threading.Thread(
+            target=_killer,
+            args=(settings, worker, runs, report, stop, rng, args.min_gap, args.max_gap, args.pg_restart_after),
+            daemon=True,
+        )
+        killer.start()
+        chaos_deadline = time.monotonic() + args.chaos_seconds
+        _drive(http, runs, chaos_deadline)
+        stop.set()
+        killer.join(timeout=90)
+        # Calm: no more kills; everything left must converge.
+        _drive(http, runs, time.monotonic() + args.converge_seconds)
+        rss_end = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
+        http.close()
+    finally:
+        shim.kill()
+        worker.kill()
+
+    wrong = [t for t in runs if t.status != LANES[t.lane][1]]
+    lost = [t for t in runs if t.done_at is None]
+    conv = [t.done_at - t.created for t in runs if t.done_at is not None]
+    found = oracles.check(settings.database_url)
+    violations = {k: v for k, v in found.items() if v}
+    print()
+    print(f"wf:intent:chaos  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s")
+    print(
+        f"  runs           {len(runs)}  ({', '.join(f'{lane}={sum(t.lane == lane for t in runs)}' for lane in LANES)})"
+    )
+    print(f"  worker kills   {sum(report.kills.values())}  ({', '.join(f'{k}={v}' for k, v in report.kills.items())})")
+    print(
+        f"  restarts       worker={report.worker_restarts}  postgres={report.pg_restarts}  daemon={report.daemon_kills}"
+    )
+    print(
+        f"  converged      {len(conv)}/{len(runs)}  p50={_percentile(conv, 0.5):.2f}s  p99={_percentile(conv, 0.99):.2f}s"
+    )
+    print(f"  wrong terminal {len(wrong)}  lost {len(lost)}")
+    print(f"  worker RSS     start={rss_start} kB  end={rss_end} kB (after the last restart)")
+    for name, rows in found.items():
+        print(f"  oracle         {name}: {'ok' if not rows else f'VIOLATION {len(rows)}'}")
+    for t in wrong[:10]:
+        print(f"    {t.lane} {t.run_id}: {t.status}")
+    for e in report.errors:
+        print(f"  error          {e}")
+    ok = not wrong and not lost and not violations and not report.errors
+    print("wf:intent:chaos: " + ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="wf:intent:chaos")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--chaos-seconds", type=float, default=60.0, help="how long kills go on")
+    p.add_argument("--converge-seconds", type=float, default=120.0, help="deadline after the kills stop")
+    p.add_argument("--min-gap", type=float, default=1.0)
+    p.add_argument("--max-gap", type=float, default=3.0)
+    p.add_argument("--pg-restart-after", type=int, default=3, help="restart PostgreSQL with the Nth worker kill")
+    p.add_argument("--step-delay", type=float, default=0.3, help="fault injection: seconds each step body sleeps")
+    p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    p.add_argument("--port", type=int, default=3011)
+    p.add_argument("--admin-port", type=int, default=3012)
+    p.add_argument("--app-version", default="chaos")
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

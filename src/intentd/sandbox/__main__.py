@@ -1,0 +1,3 @@
+from intentd.sandbox.cli import main
+
+raise SystemExit(main())

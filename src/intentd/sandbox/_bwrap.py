@@ -1,0 +1,84 @@
+"""The bubblewrap command line: which namespaces, which mounts, which environment.
+
+Pure, so the isolation policy can be read (and unit-tested) in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from intentd.sandbox.result import SandboxError
+
+WORKSPACE = "/workspace"  # where the writable copy of the workspace appears inside
+SANDBOX_UID = 1000  # the uid and gid the command sees; the host uid is a fresh one per run
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+# The only variables the command sees: no DATABASE_URL, DBOS*, OC_*, OPENCODE*, no host HOME.
+SANDBOX_ENV: dict[str, str] = {"PATH": SANDBOX_PATH, "HOME": WORKSPACE, "LANG": "C.UTF-8"}
+
+# Read-only system directories, bound when they are real directories on this host; when they are
+# symlinks (merged /usr: /bin -> usr/bin) the same symlink is recreated inside.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def find_bwrap() -> str:
+    """The bubblewrap binary, or SandboxError if it is not installed (`mise run setup` installs it)."""
+    path = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
+    if path is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed; run `mise run setup` or `apt-get install bubblewrap`")
+    return path
+
+
+def _system_mounts() -> list[str]:
+    args: list[str] = []
+    for top in _SYSTEM_DIRS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+def bwrap_argv(bwrap: str, workspace_copy: Path, command: str, status_fd: int, tmp_bytes: int) -> list[str]:
+    """bubblewrap running `/bin/sh -c command` in /workspace (a bind of `workspace_copy`).
+
+    New user, pid, ipc, uts, net and cgroup namespaces: the net namespace has only its own
+    loopback, so nothing on the host (its 127.0.0.1 included) is reachable. The root is a tmpfs
+    remounted read-only after the binds, so writes succeed only in /workspace and the private /tmp.
+    `status_fd` receives bubblewrap's JSON status; its "exit-code" line is written only when the
+    command was actually started, which is how a setup failure is told apart from a failing command.
+    """
+    args = [
+        bwrap,
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
+        "--disable-userns",  # no nested user namespace: the mapping and the limits stay as set here
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        "--hostname", "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--clearenv",
+    ]  # fmt: skip
+    for name, value in SANDBOX_ENV.items():
+        args += ["--setenv", name, value]
+    args += _system_mounts()
+    args += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+        "--bind", str(workspace_copy), WORKSPACE,
+        "--remount-ro", "/",
+        "--chdir", WORKSPACE,
+        "--json-status-fd", str(status_fd),
+        "--",
+        "/bin/sh", "-c", command,
+    ]  # fmt: skip
+    return args

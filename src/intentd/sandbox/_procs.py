@@ -1,0 +1,76 @@
+"""Looking for what a sandbox could leave behind: processes, mounts, temporary directories.
+
+Read-only helpers for the smoke and soak tasks and the tests; the runner does not use them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from intentd.sandbox.runner import UID_RANGE
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    uid: int
+    state: str
+    cmdline: str
+
+
+def processes() -> list[Proc]:
+    found: list[Proc] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            uid = os.stat(f"/proc/{entry}").st_uid
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", errors="replace").strip()
+        except OSError:
+            continue  # it exited while we looked
+        # "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        found.append(Proc(int(entry), int(fields[1]), uid, fields[0], cmdline))
+    return found
+
+
+def sandbox_processes(*, include_zombies: bool = False) -> list[Proc]:
+    """Processes running as a sandbox uid. Zombies are already dead (only their exit status waits
+    for the host's init to collect it), so they are left out unless asked for."""
+    return [p for p in processes() if p.uid in UID_RANGE and (include_zombies or p.state != "Z")]
+
+
+def children_of(pid: int) -> list[Proc]:
+    return [p for p in processes() if p.ppid == pid]
+
+
+def mount_count() -> int:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def entries(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+
+
+def live_sandbox_pids() -> set[int]:
+    return {p.pid for p in sandbox_processes()}
+
+
+def new_sandbox_pids_after(before: set[int], within_s: float = 3.0) -> set[int]:
+    """Sandbox processes that appeared since `before` and are still alive after up to `within_s`
+    (a process killed at the end of a run can take a moment to go)."""
+    deadline = time.monotonic() + within_s
+    while (alive := live_sandbox_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive

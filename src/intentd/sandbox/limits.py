@@ -1,0 +1,66 @@
+"""The limits one sandboxed command runs under, and how they become process resource limits.
+
+Pure: nothing here starts a process. `prlimit_argv` is applied to bubblewrap itself, so every
+process of the sandbox inherits the limits; it must not raise any limit the caller already has.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_PRLIMIT = "/usr/bin/prlimit"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Bounds for one command. `wall_seconds` comes from the workload's `sandboxMinutes`.
+
+    `max_processes` is RLIMIT_NPROC. The kernel ignores it for host uid 0, so the runner starts
+    bubblewrap under a fresh unprivileged host uid (see `runner`): the count is then per sandbox.
+    """
+
+    wall_seconds: float
+    cpu_seconds: int = 60
+    memory_bytes: int = 1 << 30
+    max_processes: int = 64
+    file_size_bytes: int = 64 << 20
+    output_bytes: int = 64 << 10
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.wall_seconds) and self.wall_seconds > 0):
+            raise ValueError(f"wall_seconds must be a positive finite number, got {self.wall_seconds!r}")
+        for name in ("cpu_seconds", "memory_bytes", "max_processes", "file_size_bytes", "output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_processes < 4:
+            # bubblewrap's own monitor and init count against the same limit.
+            raise ValueError(f"max_processes must be at least 4, got {self.max_processes}")
+
+    @classmethod
+    def from_sandbox_minutes(cls, sandbox_minutes: float, **overrides: int) -> SandboxLimits:
+        """The recipe's limits for a workload whose wall budget is `sandbox_minutes`."""
+        return cls(wall_seconds=float(sandbox_minutes) * 60.0, **overrides)
+
+
+def prlimit_argv(limits: SandboxLimits) -> list[str]:
+    """`prlimit … --` setting hard and soft limits alike, so the sandbox cannot raise them again.
+
+    RLIMIT_CPU is per process (a tree of busy processes is bounded by the wall time instead);
+    RLIMIT_AS bounds the address space, which is what a runaway allocation hits first.
+    """
+    return [
+        _PRLIMIT,
+        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 1}",  # SIGXCPU first, SIGKILL a second later
+        f"--as={limits.memory_bytes}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={limits.file_size_bytes}",
+        "--core=0",
+        "--",
+    ]
+
+
+def tmp_bytes(limits: SandboxLimits) -> int:
+    """Size of the private /tmp (a tmpfs, so RAM): a few files of the largest allowed size."""
+    return 4 * limits.file_size_bytes

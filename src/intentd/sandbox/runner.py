@@ -1,0 +1,207 @@
+"""Run one shell command in a bubblewrap sandbox over a throwaway copy of a workspace.
+
+Used only by ExecuteST and the operator tasks. It must never change the workspace it is given,
+and must leave no process, mount or temporary directory behind, whatever the command does.
+
+Why a fresh host uid per run: RLIMIT_NPROC is not enforced for host uid 0, and a user namespace
+created by root maps its users onto uid 0. So bubblewrap is started (by `subprocess`'s own
+setuid, no preexec code) as an unused unprivileged uid taken from `UID_RANGE`; its processes then
+count against their own RLIMIT_NPROC, no other sandbox's, and can be found by uid if one leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from intentd.sandbox._bwrap import SANDBOX_PATH, bwrap_argv, find_bwrap
+from intentd.sandbox._capture import pump
+from intentd.sandbox.limits import SandboxLimits, prlimit_argv, tmp_bytes
+from intentd.sandbox.result import SandboxError, SandboxResult, split_status
+
+# Host uids handed to sandboxes: far above any real account and below the 32-bit overflow ids.
+UID_RANGE = range(1_900_000_000, 2_000_000_000)
+_TMP_PREFIX = "run-"
+
+_uids_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+def default_tmp_base() -> Path:
+    """`$TMPDIR/intentd-sbx` (tempfile's rules, so /tmp/intentd-sbx when TMPDIR is unset)."""
+    return Path(tempfile.gettempdir()) / "intentd-sbx"
+
+
+def run_in_sandbox(
+    command: str, workspace: Path, limits: SandboxLimits, *, tmp_base: Path | None = None
+) -> SandboxResult:
+    """Run `/bin/sh -c command` inside bubblewrap with cwd = a writable COPY of workspace; the original
+    workspace is never modified; the copy is removed afterwards.
+
+    Raises SandboxError only when the sandbox itself could not be set up; whatever the command does
+    (fail, crash, hang, flood its output) comes back as a SandboxResult.
+    """
+    bwrap = find_bwrap()
+    if not os.access(prlimit_argv(limits)[0], os.X_OK):
+        raise SandboxError("prlimit (util-linux) is not installed")
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        raise SandboxError(f"workspace {workspace} is not a directory")
+    with _host_uid() as uid, _run_dir(tmp_base or default_tmp_base()) as run_dir:
+        copy = run_dir / "workspace"
+        try:
+            shutil.copytree(workspace, copy, symlinks=True)
+        except (OSError, shutil.Error) as exc:
+            raise SandboxError(f"could not copy workspace {workspace}: {exc}") from exc
+        _chown_tree(copy, uid)
+        return _run(bwrap, command, copy, limits, uid)
+
+
+def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) -> SandboxResult:
+    status_r, status_w = os.pipe()
+    argv = prlimit_argv(limits) + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
+    started = time.monotonic()
+    try:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},  # not even bwrap sees the host's secrets
+                pass_fds=(status_w,),
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                process_group=0,  # its own group, so the whole tree can be killed at once
+            )
+        except OSError as exc:
+            raise SandboxError(f"could not start bubblewrap: {exc}") from exc
+    finally:
+        os.close(status_w)
+    try:
+        captured = pump(proc, started + 1000, limits.output_bytes, lambda: _kill_tree(proc))
+        returncode = proc.wait()
+        duration = time.monotonic() - started
+        status_lines = _read_all(status_r)
+    finally:
+        if proc.poll() is None:  # only on an exception above: never leave the tree running
+            _kill_tree(proc)
+            proc.wait()
+        os.close(status_r)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    started_command = any("exit-code" in line for line in status_lines) or captured.timed_out
+    if not started_command:
+        raise SandboxError(f"bubblewrap could not set up the sandbox: {captured.stderr.text().strip()}")
+    exit_code: int | None
+    sig: int | None
+    if captured.timed_out:
+        exit_code, sig = None, int(signal.SIGKILL)
+    else:
+        exit_code, sig = split_status(_exit_code(status_lines, returncode))
+    return SandboxResult(
+        exit_code=exit_code,
+        signal=sig,
+        timed_out=captured.timed_out,
+        stdout=captured.stdout.text(),
+        stderr=captured.stderr.text(),
+        stdout_truncated=captured.stdout.truncated,
+        stderr_truncated=captured.stderr.truncated,
+        duration_s=duration,
+    )
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    # SIGKILL to bubblewrap's group; the sandbox's init dies with it (--die-with-parent), and
+    # with the init of a pid namespace every process inside it dies, new sessions included.
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _read_all(fd: int) -> list[str]:
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 12)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace").splitlines()
+
+
+def _exit_code(status_lines: list[str], returncode: int) -> int:
+    for line in status_lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("exit-code"), int):
+            return int(doc["exit-code"])
+    return returncode
+
+
+@contextmanager
+def _host_uid() -> Iterator[int]:
+    with _uids_lock:
+        while True:
+            uid = UID_RANGE.start + secrets.randbelow(len(UID_RANGE))
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                break
+    try:
+        yield uid
+    finally:
+        with _uids_lock:
+            _uids_in_use.discard(uid)
+
+
+@contextmanager
+def _run_dir(base: Path) -> Iterator[Path]:
+    # bubblewrap runs as the sandbox's unprivileged uid and must reach the copy by path
+    # (a bind from an fd is refused inside the new user namespace), so every ancestor of it
+    # must be searchable by "others"; the run dir itself stays root's and unlistable.
+    base = base.absolute()
+    try:
+        if not base.is_dir():
+            base.mkdir(parents=True, exist_ok=True)
+            base.chmod(0o711)  # not subject to the umask, unlike mkdir's mode
+        run_dir = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=base))
+        run_dir.chmod(0o711)
+    except OSError as exc:
+        raise SandboxError(f"could not create a temporary directory under {base}: {exc}") from exc
+    try:
+        _check_searchable(run_dir)
+        yield run_dir
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _check_searchable(path: Path) -> None:
+    for directory in (path, *path.parents):
+        if not os.stat(directory).st_mode & 0o001:
+            raise SandboxError(
+                f"{directory} is not searchable by other users (chmod o+x), so the sandbox's "
+                f"unprivileged uid cannot reach {path}; choose another temporary base"
+            )
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    os.lchown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)

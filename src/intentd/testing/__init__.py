@@ -1,0 +1,1 @@
+"""Helpers behind the test tasks (not test code itself)."""
