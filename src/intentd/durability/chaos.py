@@ -34,7 +34,10 @@ MOMENTS = {
     "opencode_call": "SELECT 1 FROM app.opencode_calls WHERE status = 'claimed' AND run_id = ANY(%s) LIMIT 1",
     "execute": "SELECT 1 FROM app.run_steps WHERE step_id = 'ExecuteST' AND status = 'running'"
     " AND run_id = ANY(%s) LIMIT 1",
-    "approved_not_applied": "SELECT 1 FROM app.plan_approvals WHERE state = 'pending' AND run_id = ANY(%s) LIMIT 1",
+    # Approved, and ApplyPatchST has not finished yet.
+    "approved_before_patch": "SELECT 1 FROM app.runs r WHERE r.gate = 'passed' AND r.run_id = ANY(%s) AND NOT EXISTS"
+    " (SELECT 1 FROM app.run_steps s WHERE s.run_id = r.run_id AND s.step_id = 'ApplyPatchST'"
+    " AND s.status = 'succeeded') LIMIT 1",
     "random": "SELECT 1",
 }
 
@@ -94,7 +97,7 @@ def _killer(
     max_gap: float,
     restart_pg_after: int,
 ) -> None:
-    order = ["opencode_call", "execute", "approved_not_applied", "random"]
+    order = ["opencode_call", "approved_before_patch", "execute", "random"]
     i = 0
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         while not stop.wait(rng.uniform(min_gap, max_gap)):
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--converge-seconds", type=float, default=120.0, help="deadline after the kills stop")
     p.add_argument("--min-gap", type=float, default=1.0)
     p.add_argument("--max-gap", type=float, default=3.0)
-    p.add_argument("--pg-restart-after", type=int, default=3, help="restart PostgreSQL with the Nth worker kill")
+    p.add_argument("--pg-restart-after", type=int, default=2, help="restart PostgreSQL with the Nth worker kill")
     p.add_argument("--step-delay", type=float, default=0.3, help="fault injection: seconds each step body sleeps")
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     p.add_argument("--port", type=int, default=3011)

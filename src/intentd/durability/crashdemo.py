@@ -133,7 +133,7 @@ def main() -> int:
             proc.start()
             stack.wait_http(url, proc=proc)
             print("  worker restarted; recovering")
-            status = client.retrieve_workflow(wf).get_result(polling_interval_sec=0.1)
+            status: object = client.retrieve_workflow(wf).get_result(polling_interval_sec=0.1)
             count, max_seen = _marks(conn, wf)
             wf_status = conn.execute(
                 "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (wf,)

@@ -90,7 +90,7 @@ def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) 
     finally:
         os.close(status_w)
     try:
-        captured = pump(proc, started + 1000, limits.output_bytes, lambda: _kill_tree(proc))
+        captured = pump(proc, started + limits.wall_seconds, limits.output_bytes, lambda: _kill_tree(proc))
         returncode = proc.wait()
         duration = time.monotonic() - started
         status_lines = _read_all(status_r)
