@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -182,3 +183,16 @@ def test_file_size_limit(workspace: Path, tmp_base: Path) -> None:
     limits = SandboxLimits(wall_seconds=10, file_size_bytes=1 << 20)
     r = run("head -c 3000000 /dev/zero > big; echo rc=$?; stat -c %s big", workspace, tmp_base, limits)
     assert r.stdout.split() == ["rc=153", str(1 << 20)], r  # 128 + SIGXFSZ, file stopped at the limit
+
+
+def test_run_dirs_of_dead_processes_are_swept(workspace: Path, tmp_base: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_base / f"run-{dead.pid}-abcd1234"
+    (orphan / "workspace").mkdir(parents=True)
+    mine = tmp_base / f"run-{os.getpid()}-inflight"
+    mine.mkdir()
+    run("true", workspace, tmp_base)
+    assert not orphan.exists()
+    assert mine.exists()  # a live process's run dir is left alone
+    mine.rmdir()

@@ -11,6 +11,7 @@ from dbos import DBOSClient
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intentd import __version__
@@ -85,6 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if any(d["type"] == "json_invalid" for d in details):
             return _error(400, "malformed_json", "request body is not valid JSON", details)
         return _error(400, "validation_error", "request does not match the schema", details)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+        # The database is down or restarting: not the client's fault, and nothing was committed.
+        log.warning("database unavailable: %s", exc.orig)
+        return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -63,26 +63,34 @@ class Report:
     errors: list[str] = field(default_factory=list)
 
 
-def _drive(http: httpx.Client, runs: list[Tracked], deadline: float) -> None:
-    """The operator: answer questions, approve plans, until every run reaches a terminal status."""
+def _drive(http: httpx.Client, runs: list[Tracked], deadline: float, until_done: bool = True) -> None:
+    """The operator: answer questions, approve plans, until every run is terminal (or the deadline)."""
     while time.monotonic() < deadline:
         pending = [t for t in runs if t.done_at is None]
-        if not pending:
+        if not pending and until_done:
             return
         for t in pending:
             try:
                 run = http.get(f"/runs/{t.run_id}").json()
-            except httpx.HTTPError:
+                if "error" in run and "status" not in run:
+                    continue
+            except (httpx.HTTPError, ValueError):
                 continue  # the shim may be briefly without a database during the PostgreSQL restart
             t.status = run.get("status", t.status)
             if t.status in ("succeeded", "retries_exceeded", "failed", "canceled"):
                 t.done_at = time.monotonic()
             elif run.get("nextAction") == "provide_input" and not t.answered:
-                r = http.post(f"/runs/{t.run_id}/events", json={"type": "input", "payload": {"answer": "42"}})
-                t.answered = r.status_code == 202
+                try:
+                    r = http.post(f"/runs/{t.run_id}/events", json={"type": "input", "payload": {"answer": "42"}})
+                    t.answered = r.status_code == 202
+                except httpx.HTTPError:
+                    pass
             elif run.get("nextAction") == "approve_plan" and not t.approved:
-                r = http.post(f"/runs/{t.run_id}/approve-plan", json={"approvedBy": "chaos"})
-                t.approved = r.status_code in (202, 409)
+                try:
+                    r = http.post(f"/runs/{t.run_id}/approve-plan", json={"approvedBy": "chaos"})
+                    t.approved = r.status_code in (202, 409)
+                except httpx.HTTPError:
+                    pass
         time.sleep(0.1)
 
 
@@ -166,22 +174,28 @@ def run(args: argparse.Namespace) -> int:
         rss_start = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
         http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
         runs: list[Tracked] = []
-        lanes = list(LANES)
-        for n in range(args.runs):
-            lane = lanes[n % len(lanes)]
-            goal = f"{LANES[lane][0]} #{n} {uuid.uuid4().hex[:6]}"
-            intent = http.post("/intents", json={"goal": goal, "inputs": {}, "constraints": {}}).json()["intentId"]
-            run_id = http.post(f"/intents/{intent}/run", json={}).json()["runId"]
-            runs.append(Tracked(lane, intent, run_id, time.monotonic()))
         stop = threading.Event()
-        killer = threading.Thread(
-            target=_killer,
-            args=(settings, worker, runs, report, stop, rng, args.min_gap, args.max_gap, args.pg_restart_after),
-            daemon=True,
-        )
+        killer = threading.Thread(target=_killer, args=(settings, worker, runs, report, stop, rng, args.min_gap,
+                                                        args.max_gap, args.pg_restart_after), daemon=True)
         killer.start()
+        # Submissions are spread over most of the chaos window, so kills keep finding runs mid-flight.
+        lanes = list(LANES)
+        spacing = 0.8 * args.chaos_seconds / max(args.runs, 1)
         chaos_deadline = time.monotonic() + args.chaos_seconds
-        _drive(http, runs, chaos_deadline)
+        n = 0
+        while n < args.runs or time.monotonic() < chaos_deadline:
+            if n < args.runs:
+                lane = lanes[n % len(lanes)]
+                try:
+                    goal = f"{LANES[lane][0]} #{n} {uuid.uuid4().hex[:6]}"
+                    intent = http.post("/intents", json={"goal": goal, "inputs": {}, "constraints": {}})
+                    intent_id = intent.json()["intentId"]
+                    run_id = http.post(f"/intents/{intent_id}/run", json={}).json()["runId"]
+                    runs.append(Tracked(lane, intent_id, run_id, time.monotonic()))
+                    n += 1
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass  # the shim is briefly without its database during the PostgreSQL restart
+            _drive(http, runs, time.monotonic() + spacing, until_done=False)
         stop.set()
         killer.join(timeout=90)
         # Calm: no more kills; everything left must converge.

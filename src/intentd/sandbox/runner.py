@@ -48,7 +48,8 @@ def run_in_sandbox(
     """Run `/bin/sh -c command` inside bubblewrap with cwd = a writable COPY of workspace; the original
     workspace is never modified; the copy is removed afterwards.
 
-    Raises SandboxError only when the sandbox itself could not be set up; whatever the command does
+    `tmp_base` holds the per-run directories (default `default_tmp_base()`); every ancestor must be
+    searchable by other users. Raises SandboxError only when the sandbox itself could not be set up; whatever the command does
     (fail, crash, hang, flood its output) comes back as a SandboxResult.
     """
     bwrap = find_bwrap()
@@ -180,7 +181,8 @@ def _run_dir(base: Path) -> Iterator[Path]:
         if not base.is_dir():
             base.mkdir(parents=True, exist_ok=True)
             base.chmod(0o711)  # not subject to the umask, unlike mkdir's mode
-        run_dir = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=base))
+        _sweep_orphans(base)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base))
         run_dir.chmod(0o711)
     except OSError as exc:
         raise SandboxError(f"could not create a temporary directory under {base}: {exc}") from exc
@@ -189,6 +191,26 @@ def _run_dir(base: Path) -> Iterator[Path]:
         yield run_dir
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _sweep_orphans(base: Path) -> None:
+    """Remove run dirs whose process is gone: a worker killed with SIGKILL never reached its
+    `finally` (its sandbox died with it, by --die-with-parent, but the copy stayed on disk)."""
+    for entry in os.listdir(base):
+        owner = entry.removeprefix(_TMP_PREFIX).split("-", 1)[0]
+        if not entry.startswith(_TMP_PREFIX) or not owner.isdigit() or _alive(int(owner)):
+            continue
+        shutil.rmtree(base / entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_searchable(path: Path) -> None:
