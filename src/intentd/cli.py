@@ -34,12 +34,12 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _psql(args: argparse.Namespace) -> int:
+def _psql(rest: list[str]) -> int:
     from intentd.db import server
 
     settings = get_settings()
     psql = str(server.psql_path())
-    os.execv(psql, [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", settings.database_url, *args.rest])
+    os.execv(psql, [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", settings.database_url, *rest])
 
 
 def _oracles(args: argparse.Namespace) -> int:
@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="embedded PostgreSQL and migrations")
     db.add_argument("action", choices=["up", "down", "reset", "migrate", "sys-reset"])
     db.set_defaults(func=_db)
-    psql = sub.add_parser("psql", help="psql against app_local; arguments pass through")
-    psql.add_argument("rest", nargs=argparse.REMAINDER)
-    psql.set_defaults(func=_psql)
+    sub.add_parser("psql", help="psql against app_local; every further argument passes through to psql")
     oracles = sub.add_parser("oracles", help="the course's SQL oracles over the whole database")
     oracles.add_argument("--run", default=None, help="limit to one run id")
     oracles.set_defaults(func=_oracles)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["psql"]:
+        return _psql(argv[1:])  # psql's own options must not meet argparse
     args = parser.parse_args(argv)
     return int(args.func(args))
 
