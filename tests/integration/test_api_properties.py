@@ -19,13 +19,32 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
-KEYS = st.sampled_from(["goal", "inputs", "constraints", "traceId", "recipeName", "workload", "approvedBy",
-                        "notes", "planHash", "type", "payload", "concurrency", "steps", "sandboxMinutes", "x"])
+KEYS = st.sampled_from(
+    [
+        "goal",
+        "inputs",
+        "constraints",
+        "traceId",
+        "recipeName",
+        "workload",
+        "approvedBy",
+        "notes",
+        "planHash",
+        "type",
+        "payload",
+        "concurrency",
+        "steps",
+        "sandboxMinutes",
+        "x",
+    ]
+)
 BODIES = st.one_of(
     JSON,
     st.dictionaries(KEYS, JSON, max_size=5),
-    st.fixed_dictionaries({"workload": st.dictionaries(KEYS, st.integers(-5, 2000) | st.floats(-1, 1e6), max_size=3)},
-                          optional={"recipeName": st.sampled_from(["sandbox-default", "sandbox-small", "nope"])}),
+    st.fixed_dictionaries(
+        {"workload": st.dictionaries(KEYS, st.integers(-5, 2000) | st.floats(-1, 1e6), max_size=3)},
+        optional={"recipeName": st.sampled_from(["sandbox-default", "sandbox-small", "nope"])},
+    ),
     st.fixed_dictionaries({"type": st.sampled_from(["input", "other", ""]), "payload": JSON}),
     st.fixed_dictionaries({"approvedBy": st.text(max_size=5)}, optional={"planHash": st.text(max_size=70)}),
 )

@@ -48,8 +48,9 @@ def test_crash_between_run_row_and_enqueue_leaves_neither(
     assert row_counts(db_settings.database_url) == before
     with psycopg.connect(db_settings.database_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM app.runs WHERE intent_id = %s", (intent,)).fetchone() == (0,)
-        assert conn.execute("SELECT COUNT(*) FROM dbos.workflow_status WHERE workflow_uuid = %s",
-                            (intent,)).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT COUNT(*) FROM dbos.workflow_status WHERE workflow_uuid = %s", (intent,)
+        ).fetchone() == (0,)
 
 
 def test_crash_after_enqueue_before_commit_leaves_neither(
@@ -78,8 +79,11 @@ def test_crash_between_approval_row_and_send_leaves_neither(
     run = api.post(f"/intents/{intent}/run", json={}).json()["runId"]
     # Put the run at the gate by hand (no worker in this module): the shim's checks read these columns.
     with psycopg.connect(db_settings.database_url) as conn:
-        conn.execute("UPDATE app.runs SET status = 'waiting_input', gate = 'approval', next_action = 'approve_plan'"
-                     " WHERE run_id = %s", (run,))
+        conn.execute(
+            "UPDATE app.runs SET status = 'waiting_input', gate = 'approval', next_action = 'approve_plan'"
+            " WHERE run_id = %s",
+            (run,),
+        )
     monkeypatch.setattr(handoff_mod, "_between_halves", lambda where: (_ for _ in ()).throw(Crash(where)))
     before = row_counts(db_settings.database_url)
     with pytest.raises(Crash):

@@ -27,16 +27,22 @@ def test_oracles_green_after_a_run_and_red_on_planted_duplicates(
     assert oracles.main(db_settings) == 0
 
     with psycopg.connect(db_settings.database_url) as conn:
-        conn.execute("UPDATE app.mock_receipts SET seen_count = 2 WHERE op_key = "
-                     "(SELECT op_key FROM app.mock_receipts WHERE run_id = %s LIMIT 1)", (run_id,))
+        conn.execute(
+            "UPDATE app.mock_receipts SET seen_count = 2 WHERE op_key = "
+            "(SELECT op_key FROM app.mock_receipts WHERE run_id = %s LIMIT 1)",
+            (run_id,),
+        )
     assert "duplicate side effects (mock_receipts.seen_count > 1)" in _violated(db_settings)
     assert oracles.main(db_settings) == 1
 
     with psycopg.connect(db_settings.database_url) as conn:
         conn.execute("UPDATE app.mock_receipts SET seen_count = 1 WHERE run_id = %s", (run_id,))
         # A gap in the attempts of a step: attempt 3 with no attempt 2.
-        conn.execute("INSERT INTO app.run_steps (run_id, step_id, attempt, status, output)"
-                     " VALUES (%s, 'DecideST', 3, 'succeeded', '{\"attempt\": 3}')", (run_id,))
+        conn.execute(
+            "INSERT INTO app.run_steps (run_id, step_id, attempt, status, output)"
+            " VALUES (%s, 'DecideST', 3, 'succeeded', '{\"attempt\": 3}')",
+            (run_id,),
+        )
     assert _violated(db_settings) == {"attempts not monotonic (gap or mismatch per run and step)"}
 
     with psycopg.connect(db_settings.database_url) as conn:
@@ -44,9 +50,12 @@ def test_oracles_green_after_a_run_and_red_on_planted_duplicates(
     with psycopg.connect(db_settings.database_url) as conn:
         # A duplicate op_key can only exist without the unique constraint: prove the constraint holds.
         try:
-            conn.execute("INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, call_name, request)"
-                         " SELECT op_key, run_id, step_id, attempt, call_name, request FROM app.opencode_calls"
-                         " WHERE run_id = %s LIMIT 1", (run_id,))
+            conn.execute(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, call_name, request)"
+                " SELECT op_key, run_id, step_id, attempt, call_name, request FROM app.opencode_calls"
+                " WHERE run_id = %s LIMIT 1",
+                (run_id,),
+            )
             raised = False
         except psycopg.errors.UniqueViolation:
             raised = True

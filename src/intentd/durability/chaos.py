@@ -175,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
         http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
         runs: list[Tracked] = []
         stop = threading.Event()
-        killer = threading.Thread(target=_killer, args=(settings, worker, runs, report, stop, rng, args.min_gap,
-                                                        args.max_gap, args.pg_restart_after), daemon=True)
+        killer = threading.Thread(
+            target=_killer,
+            args=(settings, worker, runs, report, stop, rng, args.min_gap, args.max_gap, args.pg_restart_after),
+            daemon=True,
+        )
         killer.start()
         # Submissions are spread over most of the chaos window, so kills keep finding runs mid-flight.
         lanes = list(LANES)
