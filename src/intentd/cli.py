@@ -48,6 +48,19 @@ def _oracles(args: argparse.Namespace) -> int:
     return oracles.main(get_settings(), run_id=args.run)
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    import json
+
+    from intentd.api.app import create_app
+    from intentd.config import REPO_ROOT
+
+    target = REPO_ROOT / "docs" / "openapi.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(create_app().openapi(), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="intentd")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["psql"]:
         return _psql(argv[1:])  # psql's own options must not meet argparse
+    sub.add_parser("openapi", help="write docs/openapi.json from the shim's models").set_defaults(func=_openapi)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

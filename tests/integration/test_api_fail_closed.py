@@ -121,3 +121,19 @@ def test_second_run_of_an_intent_is_409_naming_the_existing_run(api: TestClient,
     err = _envelope(api.post(f"/intents/{intent}/run", json={}), 409, "run_exists")
     assert err["details"]["runId"] == first["runId"]
     assert row_counts(db_settings.database_url) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"goal": "a\u0000b"}, {"goal": "a", "inputs": {"k": "\u0000"}}, {"goal": "a", "constraints": {"\u0000": 1}}],
+)
+def test_nul_characters_are_400_not_500(api: TestClient, db_settings: Settings, body: Any) -> None:
+    before = row_counts(db_settings.database_url)
+    _envelope(api.post("/intents", json=body), 400, "validation_error")
+    assert row_counts(db_settings.database_url) == before
+
+
+def test_nul_in_a_path_id_is_404(api: TestClient) -> None:
+    _envelope(api.get("/runs/a%00b"), 404, "not_found")
+    _envelope(api.post("/intents/%00/run", json={}), 404, "not_found")
+    _envelope(api.post("/runs/%00/retry"), 404, "not_found")

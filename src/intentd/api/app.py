@@ -60,7 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="intentd API shim",
         version=__version__,
         lifespan=lifespan,
-        responses={400: {"model": _envelope()}, 404: {"model": _envelope()}, 409: {"model": _envelope()}},
     )
     app.state.settings = settings
 
@@ -100,10 +99,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(intents.router)
     app.include_router(runs.router)
+    _document_errors(app)
     return app
 
 
-def _envelope() -> type:
-    from intentd.api.schemas import ErrorEnvelope
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document lists the statuses the shim really returns, all with the error envelope:
+    400 instead of FastAPI's 422 (validation maps to 400), 413 and 405 from the edge, 503 when the
+    database is down, and 404/409 where a route can answer them."""
+    from fastapi.openapi.utils import get_openapi
 
-    return ErrorEnvelope
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                codes = {"405": "method not allowed", "503": "database unavailable"}
+                if method == "post":
+                    codes |= {"400": "bad request (validation, malformed JSON, policy)", "413": "body too large"}
+                if "{" in path:
+                    codes |= {"404": "unknown id"}
+                if method == "post" and path != "/intents":
+                    codes |= {"409": "state-machine violation"}
+                for code, text in codes.items():
+                    responses.setdefault(code, {"description": text, "content": envelope})
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        from intentd.api.schemas import ErrorEnvelope
+
+        schemas.update(ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"])
+        schemas["ErrorEnvelope"] = {k: v for k, v in ErrorEnvelope.model_json_schema(
+            ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 JsonObject = dict[str, Any]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, as a 400, not deep in a query.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _no_nul_deep(value: Any) -> Any:
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul_deep(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_deep(item)
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+JsonIn = Annotated[dict[str, Any], AfterValidator(_no_nul_deep)]
 
 
 class Strict(BaseModel):
@@ -15,9 +39,9 @@ class Strict(BaseModel):
 
 
 class CreateIntent(Strict):
-    goal: StrictStr = Field(min_length=1, max_length=4000)
-    inputs: JsonObject = Field(default_factory=dict)
-    constraints: JsonObject = Field(default_factory=dict)
+    goal: Text = Field(min_length=1, max_length=4000)
+    inputs: JsonIn = Field(default_factory=dict)
+    constraints: JsonIn = Field(default_factory=dict)
 
     @field_validator("goal")
     @classmethod
@@ -34,15 +58,15 @@ class WorkloadIn(Strict):
 
 
 class StartRun(Strict):
-    trace_id: StrictStr | None = Field(None, alias="traceId", max_length=200)
-    recipe_name: StrictStr | None = Field(None, alias="recipeName", max_length=100)
+    trace_id: Text | None = Field(None, alias="traceId", max_length=200)
+    recipe_name: Text | None = Field(None, alias="recipeName", max_length=100)
     workload: WorkloadIn | None = None
 
 
 class ApprovePlan(Strict):
-    approved_by: StrictStr = Field(alias="approvedBy", min_length=1, max_length=200)
-    notes: StrictStr | None = Field(None, max_length=4000)
-    plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
+    approved_by: Text = Field(alias="approvedBy", min_length=1, max_length=200)
+    notes: Text | None = Field(None, max_length=4000)
+    plan_hash: Text | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("approved_by")
     @classmethod
@@ -54,7 +78,7 @@ class ApprovePlan(Strict):
 
 class RunEvent(Strict):
     type: Literal["input"]
-    payload: JsonObject
+    payload: JsonIn
 
 
 # Responses -------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ def insert_intent(db: Executor, intent_id: str, goal: str, inputs: Any, constrai
 
 
 def get_intent(db: Executor, intent_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+    if "\x00" in intent_id:
+        return None  # no id holds NUL (PostgreSQL text cannot), so none is found
     q = "SELECT intent_id, goal, inputs, constraints, created_at FROM app.intents WHERE intent_id = :id"
     row = db.execute(sa.text(q + (" FOR UPDATE" if lock else "")), {"id": intent_id}).mappings().first()
     return None if row is None else dict(row)
@@ -51,6 +53,8 @@ RUN_COLUMNS = (
 
 def get_run(db: Executor, run_or_workflow_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     """A run by its runId or its workflowId (= intentId)."""
+    if "\x00" in run_or_workflow_id:
+        return None
     q = f"SELECT {RUN_COLUMNS} FROM app.runs WHERE run_id = :id OR workflow_id = :id"
     row = db.execute(sa.text(q + (" FOR UPDATE" if lock else "")), {"id": run_or_workflow_id}).mappings().first()
     return None if row is None else dict(row)
