@@ -133,10 +133,12 @@ def _document_errors(app: FastAPI) -> None:
         from intentd.api.schemas import ErrorEnvelope
 
         schemas.update(ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"])
-        schemas["ErrorEnvelope"] = {k: v for k, v in ErrorEnvelope.model_json_schema(
-            ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+        schemas["ErrorEnvelope"] = {
+            k: v
+            for k, v in ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}").items()
+            if k != "$defs"
+        }
         app.openapi_schema = doc
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
-
