@@ -1,62 +1,190 @@
-"""The fixture model's scenarios: deterministic answers derived from the prompt's goal text.
+"""The fixture model's scenarios: deterministic answers derived from the intentd prompt blocks.
 
-- goal contains "ask user" and no answers were given → a plan with one question;
-- goal contains "fail me" → a plan whose acceptance command always fails (inside execution);
+Pure functions, no I/O: the HTTP server (`server.py`) and the in-process OpenCode fake
+(`intentd.oc.fake`) both answer through `respond()`, so mock and live runs see the same model.
+
+Compile (the prompt holds an `intentd-compile-request` block):
+- goal contains "ask user" and no answers → a plan with one question;
+- with answers → a plan without questions that records the answers;
+- goal contains "fail me" → a plan whose last acceptance command always fails (at execution);
 - anything else → a plan whose acceptance commands pass once the build agent wrote the file.
-Same prompt → same plan bytes.
+Build (an `intentd-build-request` block): one `write` tool call per plan file, then a short text.
+Same request → same bytes (plans, file contents, tool-call ids).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
-GOAL_RE = re.compile(r"^Goal: (.*)$", re.MULTILINE)
-ANSWERS_RE = re.compile(r"^Answers: (.*)$", re.MULTILINE)
-PLAN_RE = re.compile(r"^Plan: (.*)$", re.MULTILINE)
+STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
+WRITE_TOOL = "write"
+FAIL_COMMAND = "sh -c 'echo intentional failure >&2; exit 1'"
+MODEL_ID = "fixture-model"
+# The blocks intentd.oc.prompts renders (kept apart so this module imports nothing of the wrapper).
+COMPILE_TAG = "intentd-compile-request"
+BUILD_TAG = "intentd-build-request"
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "change"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].strip("-") or "change"
 
 
-def parse_goal(prompt: str) -> str:
-    match = GOAL_RE.search(prompt)
-    return match.group(1).strip() if match else prompt.strip().splitlines()[0][:200]
+def marker(goal: str) -> str:
+    """A token the build writes and the acceptance greps for: no quoting needed anywhere."""
+    return "intentd-" + hashlib.sha256(goal.encode()).hexdigest()[:12]
 
 
-def parse_answers(prompt: str) -> dict[str, Any] | None:
-    match = ANSWERS_RE.search(prompt)
-    if not match or match.group(1).strip() in ("", "none"):
+def parse_block(tag: str, text: str) -> dict[str, Any] | None:
+    """The JSON payload of the last `tag` block in `text`, or None."""
+    found = re.findall(rf"<{tag}>\n(.*?)\n</{tag}>", text, flags=re.DOTALL)
+    if not found:
         return None
-    value = json.loads(match.group(1))
+    try:
+        value = json.loads(found[-1])
+    except json.JSONDecodeError:
+        return None
     return value if isinstance(value, dict) else None
 
 
-def compile_plan(prompt: str) -> dict[str, Any]:
-    goal = parse_goal(prompt)
-    answers = parse_answers(prompt)
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compile_plan(request: dict[str, Any]) -> dict[str, Any]:
+    """The plan for a compile request `{goal, inputs, constraints, answers}`."""
+    goal = str(request.get("goal", ""))
+    answers = request.get("answers") or None
     lowered = goal.lower()
     path = f"intentd/{slug(goal)}.md"
-    marker = f"intent: {goal}"
     questions: list[str] = []
     if "ask user" in lowered and not answers:
-        questions = ["What answer should the change record?"]
-    acceptance = [f"test -f {path}", f"grep -qF '{marker.replace(chr(39), '')}' {path}"]
-    if "fail me" in lowered:
-        acceptance = [*acceptance, "sh -c 'echo intentional failure >&2; exit 1'"]
-    steps = [f"Write {path} describing the change", "Check the file exists and names the intent"]
-    summary = f"Record the intent '{goal}' in {path}"
+        questions = ["Which audience should the change be written for?"]
+    summary = f"Record the intent in {path}"
     if answers:
-        summary += f" with the operator's answers {json.dumps(answers, sort_keys=True)}"
-    return {"summary": summary, "steps": steps, "files": [path], "acceptance": acceptance, "questions": questions}
+        summary += f", using the operator's answers {_canonical(answers)}"
+    acceptance = [f"test -f {path}", f"grep -q {marker(goal)} {path}"]
+    if "fail me" in lowered:
+        acceptance.append(FAIL_COMMAND)
+    return {
+        "summary": summary,
+        "steps": [f"Write {path} describing the intent", "Check that the file exists and carries the intent marker"],
+        "files": [path],
+        "acceptance": acceptance,
+        "questions": questions,
+    }
 
 
-def build_files(prompt: str) -> dict[str, str]:
-    """The files the build agent writes for the plan in the build prompt: path → content."""
-    match = PLAN_RE.search(prompt)
-    plan = json.loads(match.group(1)) if match else {"files": [], "summary": ""}
-    goal = parse_goal(prompt)
-    marker = f"intent: {goal}".replace("'", "")
-    return {path: f"# {plan.get('summary', '')}\n\n{marker}\n" for path in plan.get("files", [])}
+def build_files(goal: str, plan: dict[str, Any]) -> dict[str, str]:
+    """What the build agent writes for `plan`: repository-relative path → content."""
+    lines = [f"# {goal}", "", f"intent: {goal}", "", str(plan.get("summary", "")), ""]
+    lines += [f"- {step}" for step in plan.get("steps", [])]
+    lines += ["", f"marker: {marker(goal)}", ""]
+    content = "\n".join(lines)
+    return {str(path): content for path in plan.get("files", [])}
+
+
+def delay_seconds(request: dict[str, Any]) -> float:
+    """How long the HTTP server waits before answering: a goal containing "slow model" takes 3 s,
+    so a test can kill the daemon while a prompt is in flight. The in-process fake never waits."""
+    user_text = "\n".join(message_text(m) for m in request.get("messages") or [] if m.get("role") == "user")
+    compile_request = parse_block(COMPILE_TAG, user_text) or {}
+    return 3.0 if "slow model" in str(compile_request.get("goal", "")).lower() else 0.0
+
+
+# Chat-level decision -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI-compatible APIs carry it
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def offered_tools(request: dict[str, Any]) -> list[str]:
+    names = []
+    for tool in request.get("tools") or []:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and "name" in fn:
+            names.append(str(fn["name"]))
+    return names
+
+
+def _called(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Tool calls already made in the conversation, by tool name, with their parsed arguments."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            try:
+                args = json.loads(fn.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                args = {}
+            seen.setdefault(str(fn.get("name")), []).append(args if isinstance(args, dict) else {})
+    return seen
+
+
+def _call_id(request: dict[str, Any], name: str, index: int) -> str:
+    digest = hashlib.sha256(_canonical([request.get("messages"), name, index]).encode()).hexdigest()
+    return f"call_{digest[:20]}"
+
+
+def respond(request: dict[str, Any]) -> Reply:
+    """The model's answer to an OpenAI-style chat request (`messages`, `tools`, `tool_choice`)."""
+    messages: list[dict[str, Any]] = list(request.get("messages") or [])
+    user_text = "\n".join(message_text(m) for m in messages if m.get("role") == "user")
+    tools = offered_tools(request)
+    called = _called(messages)
+
+    compile_request = parse_block(COMPILE_TAG, user_text)
+    if compile_request is not None:
+        plan = compile_plan(compile_request)
+        if STRUCTURED_OUTPUT_TOOL in tools and STRUCTURED_OUTPUT_TOOL not in called:
+            args = json.dumps(plan, ensure_ascii=False)
+            return Reply(
+                tool_calls=[ToolCall(_call_id(request, STRUCTURED_OUTPUT_TOOL, 0), STRUCTURED_OUTPUT_TOOL, args)]
+            )
+        if STRUCTURED_OUTPUT_TOOL in called:
+            return Reply(content="The plan was submitted.")
+        return Reply(content=json.dumps(plan, ensure_ascii=False))
+
+    build_request = parse_block(BUILD_TAG, user_text)
+    if build_request is not None:
+        files = build_files(str(build_request.get("goal", "")), dict(build_request.get("plan") or {}))
+        written = {str(a.get("filePath")) for a in called.get(WRITE_TOOL, [])}
+        pending = {p: c for p, c in files.items() if p not in written}
+        if pending and WRITE_TOOL not in tools:
+            return Reply(content="I cannot apply the plan: no file-writing tool is available.")
+        if pending:
+            calls = [
+                ToolCall(_call_id(request, WRITE_TOOL, i), WRITE_TOOL, json.dumps({"filePath": p, "content": c}))
+                for i, (p, c) in enumerate(sorted(pending.items()))
+            ]
+            return Reply(tool_calls=calls)
+        return Reply(content=f"Applied the plan: wrote {', '.join(sorted(files)) or 'nothing'}.")
+
+    # Anything else (OpenCode's title or summary requests, a stray chat): a short fixed answer.
+    return Reply(content="intentd session")

@@ -1,7 +1,8 @@
 """The OpenCode wrapper: the only package that speaks to OpenCode.
 
-`open_client(settings, store)` picks the transport: the live daemon at OC_BASE_URL (OC_MODE=live)
-or the in-process fake (OC_MODE=mock). Everything above the transport is the same code.
+`open_client(settings, store)` picks the transport: httpx to the live daemon at OC_BASE_URL
+(OC_MODE=live) or httpx.MockTransport into the in-process fake (OC_MODE=mock). Everything above
+the transport — requests, op_key replay, error mapping — is the same code.
 """
 
 from __future__ import annotations
@@ -9,28 +10,59 @@ from __future__ import annotations
 import httpx
 
 from intentd.config import Settings
-from intentd.oc.client import DENIED_PLAN_TOOLS, CallStore, OpenCodeClient
+from intentd.oc.client import DENIED_BUILD_TOOLS, DENIED_PLAN_TOOLS, CallStore, OpenCodeClient, Timeouts
+from intentd.oc.errors import (
+    InvalidStructuredOutput,
+    OpenCodeModelError,
+    OpenCodeProtocolError,
+    OpenCodeProviderAuthError,
+    OpenCodeRequestError,
+    OpenCodeServerError,
+    OpenCodeTimeout,
+    OpenCodeUnavailable,
+)
 from intentd.oc.fake import FakeOpenCode
+from intentd.oc.models import ModelRef
 from intentd.oc.prompts import render_build_prompt, render_compile_prompt
 
 __all__ = [
+    "DENIED_BUILD_TOOLS",
     "DENIED_PLAN_TOOLS",
     "CallStore",
     "FakeOpenCode",
+    "InvalidStructuredOutput",
+    "ModelRef",
     "OpenCodeClient",
+    "OpenCodeModelError",
+    "OpenCodeProtocolError",
+    "OpenCodeProviderAuthError",
+    "OpenCodeRequestError",
+    "OpenCodeServerError",
+    "OpenCodeTimeout",
+    "OpenCodeUnavailable",
+    "Timeouts",
     "open_client",
     "render_build_prompt",
     "render_compile_prompt",
 ]
 
-_TIMEOUT = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
 
+def open_client(
+    settings: Settings,
+    store: CallStore,
+    fake: FakeOpenCode | None = None,
+    *,
+    timeouts: Timeouts | None = None,
+    model: ModelRef | None = None,
+) -> OpenCodeClient:
+    """OC_MODE=live → the daemon at settings.oc_base_url; OC_MODE=mock → `fake` (a new one if None).
 
-def open_client(settings: Settings, store: CallStore, fake: FakeOpenCode | None = None) -> OpenCodeClient:
-    if settings.oc_mode == "live":
-        http = httpx.Client(base_url=settings.oc_base_url, timeout=_TIMEOUT)
-    else:
-        http = httpx.Client(
-            base_url="http://opencode.fake", transport=(fake or FakeOpenCode()).transport(), timeout=_TIMEOUT
-        )
-    return OpenCodeClient(http, store)
+    `model` None lets the daemon use its configured default (the fixture model, or a real provider
+    configured in the OpenCode config); timeouts default to connect 3 s, prompt 600 s.
+    """
+    timeouts = timeouts or Timeouts()
+    transport: httpx.BaseTransport | None = None
+    if settings.oc_mode == "mock":
+        transport = (fake or FakeOpenCode()).transport()
+    http = httpx.Client(base_url=settings.oc_base_url, transport=transport, timeout=timeouts.for_call(prompt=False))
+    return OpenCodeClient(http, store, model=model, timeouts=timeouts)

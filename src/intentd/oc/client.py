@@ -2,130 +2,278 @@
 
 Every logical call carries an op_key. Before calling, the key is claimed in `app.opencode_calls`:
 a completed call is replayed from its recorded response instead of calling again; otherwise the
-call is made (synchronously: #27928) and its response stored. Rules from measured daemon bugs:
-always pass the workspace `directory` (#6396), never send `parentID` (#8528), read
-`info.structured` from the POST response and never list messages afterwards (#26929).
+call is made and its response stored. Rules from measured daemon bugs:
+- always pass the workspace `directory` (#6396: agent deny rules were ignored without it);
+- never send `parentID` (#8528: child sessions could hang without calling the model);
+- read `info.structured` from the POST response, never list messages after a `format` prompt (#26929);
+- side-effecting prompts use the synchronous POST /session/{id}/message, never prompt_async (#27928);
+- the plan agent's dangerous tools are denied three times: config, session rules, the prompt's `tools`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from intentd.db.calls import CallKey
 from intentd.oc.errors import (
     InvalidStructuredOutput,
-    OpenCodeClientError,
+    OpenCodeModelError,
+    OpenCodeProtocolError,
+    OpenCodeProviderAuthError,
+    OpenCodeRequestError,
     OpenCodeServerError,
     OpenCodeTimeout,
     OpenCodeUnavailable,
 )
 from intentd.oc.models import (
+    Agent,
     Health,
     JsonSchemaFormat,
+    MessageError,
+    MessageWithParts,
     ModelRef,
+    Part,
+    PermissionRule,
     PromptRequest,
     PromptResponse,
     Session,
     SessionCreate,
-    TextPart,
+    TextPartInput,
 )
 
-# Tools the plan agent must never have: denied in the config, the session's rules and the prompt.
-DENIED_PLAN_TOOLS = ("edit", "write", "patch", "multiedit", "bash", "webfetch", "websearch", "codesearch")
+# Denied to the plan agent (in config/opencode/opencode.json too; `edit` covers write and patch).
+DENIED_PLAN_TOOLS = (
+    "edit",
+    "write",
+    "patch",
+    "apply_patch",
+    "multiedit",
+    "bash",
+    "webfetch",
+    "websearch",
+    "codesearch",
+)
+# Denied to the build agent: commands run later in the sandbox, never on the daemon's host; no web.
+DENIED_BUILD_TOOLS = ("bash", "webfetch", "websearch", "codesearch")
+# Denied to both: these wait for a human or spawn child sessions (#8528), which would hang a serve call.
+DENIED_HANGING_TOOLS = ("question", "task")
+DENIED_ALWAYS = (*DENIED_HANGING_TOOLS, "external_directory", "doom_loop")
+M = TypeVar("M", bound=BaseModel)
 
 
 class CallStore(Protocol):
+    """The op_key ledger (intentd.db.calls.SqlCallStore, or an in-memory one in unit tests)."""
+
     def claim(self, key: CallKey, request: dict[str, Any]) -> dict[str, Any] | None: ...
     def complete(self, op_key: str, response: dict[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """connect: short (a dead daemon fails fast); prompt: long enough for a real model's answer."""
+
+    connect: float = 3.0
+    request: float = 30.0
+    prompt: float = 600.0
+
+    def for_call(self, *, prompt: bool) -> httpx.Timeout:
+        read = self.prompt if prompt else self.request
+        return httpx.Timeout(connect=self.connect, read=read, write=self.request, pool=self.request)
+
+
+def _rules(denied: tuple[str, ...]) -> list[PermissionRule]:
+    names = dict.fromkeys(("edit" if t in ("write", "patch") else t) for t in denied)
+    return [PermissionRule(permission=name, pattern="*", action="deny") for name in names]
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 class OpenCodeClient:
-    def __init__(self, http: httpx.Client, store: CallStore, model: ModelRef | None = None) -> None:
+    """Synchronous (the workflow's steps run in threads). Thread-safe: httpx.Client is."""
+
+    def __init__(
+        self, http: httpx.Client, store: CallStore, *, model: ModelRef | None = None, timeouts: Timeouts | None = None
+    ) -> None:
         self._http = http
         self._store = store
         self._model = model
+        self._timeouts = timeouts or Timeouts()
 
-    # Public surface -------------------------------------------------------------------------------
-
-    def health(self) -> Health:
-        return Health.model_validate(self._request("GET", "/global/health", directory=None))
+    # The calls the workflow makes ------------------------------------------------------------------
 
     def compile_plan(self, *, key: CallKey, directory: Path, prompt: str, schema: dict[str, Any]) -> dict[str, Any]:
-        """The plan agent with `format: json_schema`; returns `info.structured` (unvalidated)."""
+        """The plan agent with `format: json_schema`; returns `info.structured` (the caller validates it)."""
         request = PromptRequest(
             agent="plan",
-            parts=[TextPart(text=prompt)],
+            parts=[TextPartInput(text=prompt)],
             model=self._model,
-            tools=dict.fromkeys(DENIED_PLAN_TOOLS, False),
-            format=JsonSchemaFormat(json_schema=schema),
+            tools=dict.fromkeys(DENIED_PLAN_TOOLS + DENIED_HANGING_TOOLS, False),
+            format=JsonSchemaFormat.model_validate({"type": "json_schema", "schema": schema}),
         )
-        recorded = self._store.claim(key, {"agent": "plan", "directory": str(directory), "prompt": prompt})
+        recorded = self._store.claim(key, self._ledger_request(request, directory, schema))
         if recorded is not None:
             return dict(recorded["structured"])
-        response = self._prompt(directory, f"intentd {key.op_key}", request, deny=DENIED_PLAN_TOOLS)
+        session = self._create_session(key, directory, DENIED_PLAN_TOOLS + DENIED_ALWAYS)
+        response = self._prompt(session, directory, request)
         structured = response.info.structured
         if not isinstance(structured, dict):
             raise InvalidStructuredOutput(
                 "the plan agent returned no structured output",
-                details={"finish": response.info.finish, "error": response.info.error},
+                details={"finish": response.info.finish, "sessionID": session.id},
             )
-        self._store.complete(key.op_key, {"structured": structured, "finish": response.info.finish})
+        self._store.complete(
+            key.op_key,
+            {
+                "structured": structured,
+                "sessionID": session.id,
+                "messageID": response.info.id,
+                "finish": response.info.finish,
+                "tokens": response.info.tokens,
+            },
+        )
         return structured
 
     def build(self, *, key: CallKey, directory: Path, prompt: str) -> dict[str, Any]:
-        """The build agent implements the plan in `directory`; returns its text and the tools it used."""
-        request = PromptRequest(agent="build", parts=[TextPart(text=prompt)], model=self._model)
-        recorded = self._store.claim(key, {"agent": "build", "directory": str(directory), "prompt": prompt})
+        """The build agent implements the plan in `directory`; returns {text, tools, files, …}."""
+        request = PromptRequest(
+            agent="build",
+            parts=[TextPartInput(text=prompt)],
+            model=self._model,
+            tools=dict.fromkeys(DENIED_BUILD_TOOLS + DENIED_HANGING_TOOLS, False),
+        )
+        recorded = self._store.claim(key, self._ledger_request(request, directory, None))
         if recorded is not None:
             return recorded
-        response = self._prompt(directory, f"intentd {key.op_key}", request, deny=())
-        if response.info.error:
-            raise OpenCodeServerError("the build agent failed", details=response.info.error)
+        session = self._create_session(key, directory, DENIED_BUILD_TOOLS + DENIED_ALWAYS)
+        response = self._prompt(session, directory, request)
+        # The POST answer holds only the last assistant message; the tool calls sit in the earlier
+        # ones. Listing is safe here (no `format`, so not #26929) but only informative: best effort.
+        parts = self._session_parts(session, directory) or response.parts
+        tools = [p for p in parts if p.type == "tool" and p.state is not None]
         summary = {
-            "text": "".join(str(p.get("text", "")) for p in response.parts if p.get("type") == "text")[:2000],
-            "tools": [str(p.get("tool")) for p in response.parts if p.get("type") == "tool"],
+            "text": "".join(p.text or "" for p in response.parts if p.type == "text")[:2000],
+            "tools": [str(p.tool) for p in tools],
+            "files": sorted(
+                {
+                    str((p.state or {}).get("input", {}).get("filePath"))
+                    for p in tools
+                    if p.tool in ("write", "edit") and (p.state or {}).get("status") == "completed"
+                }
+            ),
+            "sessionID": session.id,
+            "messageID": response.info.id,
             "finish": response.info.finish,
         }
         self._store.complete(key.op_key, summary)
         return summary
 
+    # Read-only calls (daemon checks, tests) ----------------------------------------------------------
+
+    def health(self) -> Health:
+        return self._parse(Health, self._send("GET", "/global/health", directory=None))
+
+    def agents(self, directory: Path) -> list[Agent]:
+        raw = self._send("GET", "/agent", directory=directory)
+        if not isinstance(raw, list):
+            raise OpenCodeProtocolError("GET /agent did not answer a list", details={"body": str(raw)[:500]})
+        return [self._parse(Agent, item) for item in raw]
+
     def close(self) -> None:
         self._http.close()
 
-    # Transport ------------------------------------------------------------------------------------
+    # Internals -------------------------------------------------------------------------------------
 
-    def _prompt(self, directory: Path, title: str, request: PromptRequest, deny: tuple[str, ...]) -> PromptResponse:
-        rules = [{"permission": tool, "pattern": "*", "action": "deny"} for tool in deny]
-        session = Session.model_validate(
-            self._request(
-                "POST", "/session", directory=directory, body=SessionCreate(title=title, permission=rules or None)
-            )
-        )
-        return PromptResponse.model_validate(
-            self._request("POST", f"/session/{session.id}/message", directory=directory, body=request)
+    def _ledger_request(self, request: PromptRequest, directory: Path, schema: dict[str, Any] | None) -> dict[str, Any]:
+        body = request.body()
+        if schema is not None:
+            body["format"] = {"type": "json_schema", "schemaSha256": _sha256(schema)}
+        return {"directory": str(directory), "body": body}
+
+    def _create_session(self, key: CallKey, directory: Path, denied: tuple[str, ...]) -> Session:
+        body = SessionCreate(title=f"intentd {key.op_key}", permission=_rules(denied))
+        return self._parse(
+            Session,
+            self._send(
+                "POST",
+                "/session",
+                directory=directory,
+                body=body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            ),
         )
 
-    def _request(self, method: str, path: str, *, directory: Path | None, body: BaseModel | None = None) -> Any:
-        params = {"directory": str(directory)} if directory is not None else None
-        payload = body.model_dump(mode="json", by_alias=True, exclude_none=True) if body is not None else None
+    def _prompt(self, session: Session, directory: Path, request: PromptRequest) -> PromptResponse:
+        raw = self._send(
+            "POST", f"/session/{session.id}/message", directory=directory, body=request.body(), prompt=True
+        )
+        response = self._parse(PromptResponse, raw)
+        if response.info.error is not None:
+            raise _message_error(response.info.error, session.id)
+        return response
+
+    def _session_parts(self, session: Session, directory: Path) -> list[Part]:
         try:
-            response = self._http.request(method, path, params=params, json=payload)
+            raw = self._send("GET", f"/session/{session.id}/message", directory=directory)
+            messages = [MessageWithParts.model_validate(m) for m in raw] if isinstance(raw, list) else []
+        except (OpenCodeRequestError, OpenCodeServerError, OpenCodeProtocolError, ValidationError):
+            return []
+        return [p for m in messages if m.info.get("role") == "assistant" for p in m.parts]
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        directory: Path | None,
+        body: dict[str, Any] | None = None,
+        prompt: bool = False,
+    ) -> Any:
+        params = {"directory": str(directory)} if directory is not None else None
+        try:
+            response = self._http.request(
+                method, path, params=params, json=body, timeout=self._timeouts.for_call(prompt=prompt)
+            )
         except httpx.TimeoutException as exc:
-            raise OpenCodeTimeout(f"OpenCode {method} {path} timed out", details={"error": str(exc)}) from exc
+            raise OpenCodeTimeout(f"OpenCode {method} {path} timed out", details={"error": repr(exc)}) from exc
         except httpx.TransportError as exc:
             raise OpenCodeUnavailable(
-                f"OpenCode is unreachable ({type(exc).__name__})", details={"error": str(exc)}
+                f"OpenCode is unreachable or dropped the connection ({type(exc).__name__})",
+                details={"error": str(exc), "path": path},
             ) from exc
+        details = {"status": response.status_code, "path": path, "body": response.text[:1000]}
         if response.status_code >= 500:
-            raise OpenCodeServerError(
-                f"OpenCode {method} {path} answered {response.status_code}", details={"body": response.text[:1000]}
-            )
+            raise OpenCodeServerError(f"OpenCode {method} {path} answered {response.status_code}", details=details)
         if response.status_code >= 400:
-            raise OpenCodeClientError(
-                f"OpenCode {method} {path} answered {response.status_code}", details={"body": response.text[:1000]}
-            )
-        return response.json()
+            raise OpenCodeRequestError(f"OpenCode {method} {path} answered {response.status_code}", details=details)
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise OpenCodeProtocolError(f"OpenCode {method} {path} answered non-JSON", details=details) from exc
+
+    @staticmethod
+    def _parse(model: type[M], raw: Any) -> M:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise OpenCodeProtocolError(
+                f"OpenCode's answer does not match {model.__name__}",
+                details={"errors": exc.errors(include_url=False, include_input=False)[:5], "body": str(raw)[:500]},
+            ) from exc
+
+
+def _message_error(error: MessageError, session_id: str) -> Exception:
+    details = {"name": error.name, "data": error.data, "sessionID": session_id}
+    message = str(error.data.get("message", error.name))
+    if error.name == "StructuredOutputError":
+        return InvalidStructuredOutput(f"structured output failed: {message}", details=details)
+    if error.name == "ProviderAuthError":
+        return OpenCodeProviderAuthError(f"the model provider refused: {message}", details=details)
+    return OpenCodeModelError(f"the model call failed ({error.name}): {message}", details=details)

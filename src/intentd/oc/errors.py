@@ -1,4 +1,16 @@
-"""OpenCode errors, translated from httpx and daemon answers at one edge (the client)."""
+"""OpenCode errors, translated from httpx and daemon answers at one edge (`client.py`).
+
+RetryableStepError
+├── OpenCodeUnavailable         oc_unavailable          daemon down / connection lost mid-call
+├── OpenCodeTimeout             oc_timeout              connect or read timeout
+├── OpenCodeServerError         oc_server_error         5xx (e.g. unknown provider/model)
+├── OpenCodeModelError          oc_model_error          the model call failed (info.error)
+└── InvalidStructuredOutput     oc_invalid_structured_output  no/invalid info.structured
+PermanentStepError
+├── OpenCodeRequestError        oc_bad_request          4xx: the wrapper's request is wrong
+├── OpenCodeProtocolError       oc_protocol_error       answer does not match the contract
+└── OpenCodeProviderAuthError   oc_provider_auth        the provider refused the credentials
+"""
 
 from __future__ import annotations
 
@@ -6,20 +18,36 @@ from intentd.errors import PermanentStepError, RetryableStepError
 
 
 class OpenCodeUnavailable(RetryableStepError):
-    code = "opencode_unavailable"
+    code = "oc_unavailable"
 
 
 class OpenCodeTimeout(RetryableStepError):
-    code = "opencode_timeout"
+    code = "oc_timeout"
 
 
 class OpenCodeServerError(RetryableStepError):
-    code = "opencode_server_error"
+    code = "oc_server_error"
 
 
-class OpenCodeClientError(PermanentStepError):
-    code = "opencode_client_error"
+class OpenCodeModelError(RetryableStepError):
+    code = "oc_model_error"
 
 
 class InvalidStructuredOutput(RetryableStepError):
-    code = "invalid_structured_output"
+    code = "oc_invalid_structured_output"
+
+
+class OpenCodeRequestError(PermanentStepError):
+    code = "oc_bad_request"
+
+
+class OpenCodeProtocolError(PermanentStepError):
+    code = "oc_protocol_error"
+
+
+class OpenCodeProviderAuthError(PermanentStepError):
+    code = "oc_provider_auth"
+
+
+# The name the first mock path used; kept so nothing that imported it breaks.
+OpenCodeClientError = OpenCodeRequestError

@@ -1,0 +1,3 @@
+from intentd.fixture_model.server import main
+
+main()

@@ -1,0 +1,250 @@
+"""Lifecycle of the real OpenCode daemon (the pinned npm package) and of the fixture model it talks to.
+
+`python -m intentd.oc.daemon up|health|down|contract-record|contract-check|contract-check-recorded`
+(the `oc:*` mise tasks). `up` is idempotent: the fixture model on FIXTURE_MODEL_PORT, then
+`opencode serve --hostname 127.0.0.1 --port OC_SERVER_PORT` with a private HOME under .tmp/, the
+project's config (OPENCODE_CONFIG), models.dev fetch and autoupdate off; pidfiles under .tmp/run/,
+logs `.tmp/oc-daemon-<port>.log` and `.tmp/fixture-model-<port>.log` (+ `.jsonl` request log).
+`down` stops what `up` started, by PID. Never kills anything it did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from intentd.config import REPO_ROOT, Settings, get_settings
+from intentd.stack import Proc
+
+CONFIG_PATH = REPO_ROOT / "config" / "opencode" / "opencode.json"
+START_TIMEOUT = 60.0
+# Processes this Python process started, by pidfile: stopping them through their Popen reaps them
+# (a pid-only handle would wait on a zombie).
+_started: dict[Path, Proc] = {}
+
+
+class DaemonError(RuntimeError):
+    """The daemon is missing, did not start, or is not the pinned version."""
+
+
+def pinned_version() -> str:
+    """The exact `opencode-ai` version package.json pins."""
+    manifest = json.loads((REPO_ROOT / "package.json").read_text())
+    return str(manifest["dependencies"]["opencode-ai"])
+
+
+def binary() -> Path:
+    """The platform binary the optional dependency installed (scripts ignored, so not the npm shim)."""
+    machine = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    system = {"linux": "linux", "darwin": "darwin"}.get(sys.platform, sys.platform)
+    for suffix in ("", "-baseline"):
+        candidate = REPO_ROOT / "node_modules" / f"opencode-{system}-{machine}{suffix}" / "bin" / "opencode"
+        if candidate.exists():
+            return candidate
+    raise DaemonError("opencode is not installed: run `mise run oc:setup` (npm ci of the pinned opencode-ai)")
+
+
+def installed() -> bool:
+    try:
+        binary()
+    except DaemonError:
+        return False
+    return True
+
+
+def config_path(settings: Settings) -> Path:
+    # A real provider: point OPENCODE_CONFIG (Settings.oc_config_path) at your own config file.
+    return settings.oc_config_path
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    daemon_log: Path
+    daemon_pid: Path
+    model_log: Path
+    model_requests: Path
+    model_pid: Path
+
+
+def paths(settings: Settings) -> Paths:
+    tmp, port, fport = settings.tmp_dir, settings.oc_server_port, settings.fixture_model_port
+    run = tmp / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return Paths(
+        home=tmp / f"oc-home-{port}",
+        daemon_log=tmp / f"oc-daemon-{port}.log",
+        daemon_pid=run / f"oc-daemon-{port}.pid",
+        model_log=tmp / f"fixture-model-{fport}.log",
+        model_requests=tmp / f"fixture-model-{fport}.jsonl",
+        model_pid=run / f"fixture-model-{fport}.pid",
+    )
+
+
+def model_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.fixture_model_port}"
+
+
+def fixture_model_proc(settings: Settings) -> Proc:
+    p = paths(settings)
+    argv = [sys.executable, "-m", "intentd.fixture_model", "--port", str(settings.fixture_model_port)]
+    return Proc("fixture-model", [*argv, "--log", str(p.model_requests)], _env(settings), p.model_log, p.model_pid)
+
+
+def daemon_proc(settings: Settings) -> Proc:
+    p = paths(settings)
+    argv = [str(binary()), "serve", "--hostname", "127.0.0.1", "--port", str(settings.oc_server_port)]
+    env = _env(settings)
+    env.update(
+        {
+            "HOME": str(p.home),
+            "XDG_CONFIG_HOME": str(p.home / ".config"),
+            "XDG_DATA_HOME": str(p.home / ".local" / "share"),
+            "XDG_CACHE_HOME": str(p.home / ".cache"),
+            "XDG_STATE_HOME": str(p.home / ".local" / "state"),
+            "OPENCODE_CONFIG": str(config_path(settings)),
+            "OPENCODE_DISABLE_MODELS_FETCH": "1",
+            "OPENCODE_DISABLE_AUTOUPDATE": "1",
+            "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+        }
+    )
+    return Proc("opencode", argv, env, p.daemon_log, p.daemon_pid)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)  # provider API keys pass through: a real provider needs no code change
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def probe(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET /global/health once: the answer, or None when nothing healthy answers."""
+    try:
+        response = httpx.get(f"{settings.oc_base_url}/global/health", timeout=timeout)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if response.status_code == 200 and isinstance(body, dict) and body.get("healthy") else None
+
+
+def wait_healthy(settings: Settings, timeout: float = START_TIMEOUT, proc: Proc | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise DaemonError(f"opencode exited during start; see {proc.log}")
+        found = probe(settings)
+        if found is not None:
+            return found
+        time.sleep(0.1)
+    raise DaemonError(f"{settings.oc_base_url}/global/health did not answer within {timeout}s")
+
+
+def _model_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{model_url(settings)}/_health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def up_fixture_model(settings: Settings) -> str:
+    proc = fixture_model_proc(settings)
+    if _model_healthy(settings):
+        return f"fixture model already answers on {model_url(settings)}"
+    pid = proc.start()
+    _started[proc.pidfile] = proc
+    deadline = time.monotonic() + 20
+    while not _model_healthy(settings):
+        if not proc.alive() or time.monotonic() > deadline:
+            raise DaemonError(f"the fixture model did not start; see {proc.log}")
+        time.sleep(0.05)
+    return f"fixture model pid {pid} on {model_url(settings)}, requests in {paths(settings).model_requests}"
+
+
+def up(settings: Settings) -> str:
+    """Start the fixture model and the daemon unless they already answer (idempotent)."""
+    model = up_fixture_model(settings)
+    found = probe(settings)
+    if found is not None:
+        return f"{model}; opencode {found.get('version')} already answers on {settings.oc_base_url}"
+    proc = daemon_proc(settings)
+    paths(settings).home.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    pid = proc.start()
+    _started[proc.pidfile] = proc
+    health = wait_healthy(settings, proc=proc)
+    elapsed = time.monotonic() - t0
+    return (
+        f"{model}; opencode {health.get('version')} pid {pid} on {settings.oc_base_url}, "
+        f"healthy after {elapsed:.2f}s, log {proc.log}"
+    )
+
+
+def health(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait for /global/health and check the version is the pinned one."""
+    found = wait_healthy(settings, timeout=timeout)
+    if found.get("version") != pinned_version():
+        raise DaemonError(f"opencode answers version {found.get('version')}, the pin is {pinned_version()}")
+    return found
+
+
+def down(settings: Settings) -> str:
+    """Stop the daemon and the fixture model that `up` started (by PID; nothing else)."""
+    out = []
+    for proc in (daemon_proc_for_stop(settings), model_proc_for_stop(settings)):
+        was = proc.alive()
+        proc.kill()
+        out.append(f"{proc.name}: {'stopped' if was else 'not running'}")
+    return ", ".join(out)
+
+
+def daemon_proc_for_stop(settings: Settings) -> Proc:
+    # Stopping must work even when the npm package has been removed since `up`.
+    p = paths(settings)
+    return _started.pop(p.daemon_pid, None) or Proc("opencode", [], {}, p.daemon_log, p.daemon_pid)
+
+
+def model_proc_for_stop(settings: Settings) -> Proc:
+    p = paths(settings)
+    return _started.pop(p.model_pid, None) or fixture_model_proc(settings)
+
+
+def main(argv: list[str]) -> int:
+    from intentd.oc import contract
+
+    settings = get_settings()
+    action = argv[0] if argv else "health"
+    try:
+        if action == "up":
+            print(up(settings))
+        elif action == "down":
+            print(down(settings))
+        elif action == "health":
+            print(json.dumps(health(settings)))
+        elif action == "contract-record":
+            print(contract.record(settings))
+        elif action == "contract-check":
+            return contract.check(settings)
+        elif action == "contract-check-recorded":
+            return contract.check_recorded()
+        else:
+            print(f"unknown action {action!r}", file=sys.stderr)
+            return 2
+    except DaemonError as exc:
+        print(f"oc daemon: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so `_started` is the one contract.py sees too.
+    from intentd.oc import daemon as _module
+
+    raise SystemExit(_module.main(sys.argv[1:]))
