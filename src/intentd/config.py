@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     fixture_model_port: int = Field(4097, validation_alias="FIXTURE_MODEL_PORT")
     # The daemon's config: the shipped one points at the fixture model; point this at your own file
     # (a real provider and its API key variable) to use a real model, no code change needed.
-    oc_config_path: Path = Field(REPO_ROOT / "config" / "opencode" / "opencode.json", validation_alias="OPENCODE_CONFIG")
+    oc_config_path: Path = Field(
+        REPO_ROOT / "config" / "opencode" / "opencode.json", validation_alias="OPENCODE_CONFIG"
+    )
 
     # Files
     tmp_dir: Path = Field(REPO_ROOT / ".tmp", validation_alias="INTENTD_TMP")

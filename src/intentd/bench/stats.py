@@ -46,7 +46,7 @@ def steady_throughput(finish_times: Sequence[float], lo: float = 0.1, hi: float 
     n = len(ordered)
     if n < 2:
         return None
-    i, j = int(round(lo * (n - 1))), int(round(hi * (n - 1)))
+    i, j = round(lo * (n - 1)), round(hi * (n - 1))
     if j <= i or ordered[j] <= ordered[i]:
         return None
     return (j - i) / (ordered[j] - ordered[i])
@@ -56,7 +56,7 @@ def schedule(rate: float, duration: float) -> list[float]:
     """Open-loop send offsets (seconds from start) for `rate` requests/s over `duration` seconds."""
     if rate <= 0 or duration <= 0:
         return []
-    count = int(math.floor(rate * duration + 1e-9))
+    count = math.floor(rate * duration + 1e-9)
     return [i / rate for i in range(count)]
 
 
