@@ -63,11 +63,31 @@ def test_live_fail_me_fails_in_execution(live_stack: Stack) -> None:
     _, run_id = live_stack.run("fail me")
     live_stack.wait_status(run_id, "waiting_input", timeout=120)
     assert live_stack.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
-    ended = live_stack.wait(run_id, lambda r: r["status"] in ("failed", "retries_exceeded"), timeout=240)
-    assert ended["error"]["step"] == "ExecuteST", ended["error"]
+    ended = live_stack.wait_status(run_id, "retries_exceeded", timeout=240)
+    assert ended["error"]["step"] == "ExecuteST" and ended["nextAction"] == "retry", ended["error"]
+    retried = live_stack.http.post(f"/runs/{run_id}/retry")
+    assert retried.status_code == 202
+    assert retried.json()["fromStep"] == "ExecuteST" and retried.json()["retryCount"] == 1
+    again = live_stack.wait(run_id, lambda r: r["status"] == "retries_exceeded" and r["retryCount"] == 1, 240)
+    assert again["workflowId"] == ended["workflowId"]
 
 
-def test_live_ask_user_waits_for_input(live_stack: Stack) -> None:
+def test_live_ask_user_input_then_approval_succeeds(live_stack: Stack) -> None:
     _, run_id = live_stack.run("please ask user")
     waiting = live_stack.wait_status(run_id, "waiting_input", timeout=120)
     assert waiting["nextAction"] == "provide_input"
+    sent = live_stack.http.post(f"/runs/{run_id}/events", json={"type": "input", "payload": {"answer": "42"}})
+    assert sent.status_code == 202
+    assert live_stack.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
+    done = live_stack.wait_status(run_id, "succeeded", timeout=240)
+    assert done["plan"]["questions"] == []
+    guard = live_stack.http.post(f"/runs/{run_id}/events", json={"type": "input", "payload": {}})
+    assert guard.status_code == 409
+
+
+def test_live_fail_closed_api(live_stack: Stack) -> None:
+    intent_id = live_stack.http.post("/intents", json={"goal": "caps"}).json()["intentId"]
+    bad = live_stack.http.post(f"/intents/{intent_id}/run", json={"workload": {"concurrency": 999}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "queue_policy_violation"
+    with psycopg.connect(live_stack.settings.database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM app.runs WHERE intent_id = %s", (intent_id,)).fetchone() == (0,)
