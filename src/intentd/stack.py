@@ -167,10 +167,9 @@ def down(settings: Settings) -> None:
         was = proc.alive()
         proc.kill()
         print(f"{proc.name}: {'stopped' if was else 'not running'}")
-    if settings.oc_mode == "live":
-        from intentd.oc import daemon
+    from intentd.oc import daemon
 
-        print("opencode:", daemon.down(settings))
+    print("opencode:", daemon.down(settings))  # by pidfile: a no-op when up() never started one
 
 
 if __name__ == "__main__":
