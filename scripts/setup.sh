@@ -19,9 +19,5 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
-if [ -f package-lock.json ] && [ ! -x node_modules/.bin/opencode ] && [ ! -x node_modules/opencode-linux-x64/bin/opencode ]; then
-  echo "setup: installing the pinned opencode-ai npm package"
-  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-fi
-
 uv run --no-sync python -m intentd.cli db up
+mise run oc:setup

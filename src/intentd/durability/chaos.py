@@ -94,6 +94,15 @@ def _drive(http: httpx.Client, runs: list[Tracked], deadline: float, until_done:
         time.sleep(0.1)
 
 
+def _kill_daemon(settings: Settings, report: Report) -> None:
+    """Live mode: SIGKILL the OpenCode daemon (mid-call, if one is in flight) and start it again."""
+    from intentd.oc import daemon
+
+    daemon.daemon_proc_for_stop(settings).kill(signal.SIGKILL)
+    report.daemon_kills += 1
+    daemon.up(settings)
+
+
 def _killer(
     settings: Settings,
     worker: stack.Proc,
@@ -127,6 +136,8 @@ def _killer(
                 time.sleep(0.005)
             if stop.is_set():
                 return
+            if settings.oc_mode == "live" and moment == "opencode_call" and report.daemon_kills == 0:
+                _kill_daemon(settings, report)  # once: the wrapper's call fails, is retried, replays
             worker.kill(signal.SIGKILL)
             report.kills[moment if hit else "random"] += 1
             if report.worker_restarts + 1 == restart_pg_after and settings.database_url_env is None:
@@ -160,7 +171,13 @@ def run(args: argparse.Namespace) -> int:
         server.up(settings)
     migrate.ensure(settings)
     rng = random.Random(args.seed)
-    extra = {"INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}", "INTENTD_FAULT_STEP_DELAY": str(args.step_delay)}
+    extra = {
+        "INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}",
+        "INTENTD_FAULT_STEP_DELAY": str(args.step_delay),
+        "OC_BASE_URL": settings.oc_base_url,
+        "OC_SERVER_PORT": str(settings.oc_server_port),
+        "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+    }
     worker = stack.worker(settings, tag="-chaos", **extra)
     shim = stack.shim(settings, tag="-chaos", **extra)
     report = Report()
@@ -208,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shim.kill()
         worker.kill()
+        if args.live:
+            from intentd.oc import daemon
+
+            daemon.down(settings)
 
     wrong = [t for t in runs if t.status != LANES[t.lane][1]]
     lost = [t for t in runs if t.done_at is None]
@@ -215,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     found = oracles.check(settings.database_url)
     violations = {k: v for k, v in found.items() if v}
     print()
-    print(f"wf:intent:chaos  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s")
+    print(f"wf:intent:chaos  OC_MODE={settings.oc_mode}  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s")
     print(
         f"  runs           {len(runs)}  ({', '.join(f'{lane}={sum(t.lane == lane for t in runs)}' for lane in LANES)})"
     )
@@ -252,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=3011)
     p.add_argument("--admin-port", type=int, default=3012)
     p.add_argument("--app-version", default="chaos")
+    p.add_argument("--live", action="store_true", help="real OpenCode daemon + fixture model; kill the daemon once")
+    p.add_argument("--oc-port", type=int, default=4196, help="live: daemon port (fixture model on the next)")
     return run(p.parse_args(argv))
 
 
