@@ -25,6 +25,8 @@ ORACLES: dict[str, str] = {
     "succeeded runs without a receipt per acceptance command": "SELECT r.run_id FROM app.runs r WHERE r.status = 'succeeded' AND"
     " jsonb_array_length(r.plan->'acceptance') > (SELECT COUNT(DISTINCT m.op_key) FROM app.mock_receipts m"
     " WHERE m.run_id = r.run_id AND m.payload->>'outcome' = 'ok')",
+    "runs whose workflow died (DBOS ERROR / recovery exhausted) without ending the run": "SELECT r.run_id, w.status FROM app.runs r JOIN dbos.workflow_status w ON w.workflow_uuid = r.workflow_id"
+    " WHERE w.status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')",
     "run rows without a DBOS workflow, or workflows without a run row": "SELECT r.run_id, NULL AS workflow_uuid FROM app.runs r LEFT JOIN dbos.workflow_status w"
     " ON w.workflow_uuid = r.workflow_id WHERE w.workflow_uuid IS NULL"
     " UNION ALL SELECT NULL, w.workflow_uuid FROM dbos.workflow_status w"

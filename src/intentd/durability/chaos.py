@@ -167,17 +167,26 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings().model_copy(
         update={"port": args.port, "admin_port": args.admin_port, "app_version": args.app_version}
     )
+    if args.live:
+        settings = settings.model_copy(
+            update={"oc_mode": "live", "oc_server_port": args.oc_port, "fixture_model_port": args.oc_port + 1}
+        )
     if settings.database_url_env is None:
         server.up(settings)
     migrate.ensure(settings)
+    if args.live:
+        from intentd.oc import daemon
+
+        print("opencode:", daemon.up(settings))
     rng = random.Random(args.seed)
     extra = {
         "INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}",
         "INTENTD_FAULT_STEP_DELAY": str(args.step_delay),
-        "OC_BASE_URL": settings.oc_base_url,
-        "OC_SERVER_PORT": str(settings.oc_server_port),
-        "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
     }
+    if args.live:
+        from intentd.oc import daemon
+
+        extra |= daemon.client_env(settings)
     worker = stack.worker(settings, tag="-chaos", **extra)
     shim = stack.shim(settings, tag="-chaos", **extra)
     report = Report()

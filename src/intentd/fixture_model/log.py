@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,22 @@ from intentd.fixture_model.scenarios import offered_tools
 
 
 class RequestLog:
-    def __init__(self, path: Path | None = None) -> None:
+    """The last `keep` requests in memory (a worker in mock mode lives long: memory stays bounded),
+    every request in the JSONL file when a path is given."""
+
+    def __init__(self, path: Path | None = None, keep: int = 2000) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
+        self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._seq = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(self, route: str, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
+            self._seq += 1
             entry = {
-                "seq": len(self._entries) + 1,
+                "seq": self._seq,
                 "at": time.time(),
                 "route": route,
                 "stream": bool(request.get("stream")),
@@ -47,4 +53,4 @@ class RequestLog:
 
     def last_seq(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return self._seq

@@ -168,6 +168,15 @@ def up_fixture_model(settings: Settings) -> str:
     return f"fixture model pid {pid} on {model_url(settings)}, requests in {paths(settings).model_requests}"
 
 
+def client_env(settings: Settings) -> dict[str, str]:
+    """What a worker process needs in its environment to reach this daemon."""
+    return {
+        "OC_BASE_URL": settings.oc_base_url,
+        "OC_SERVER_PORT": str(settings.oc_server_port),
+        "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+    }
+
+
 def up(settings: Settings) -> str:
     """Start the fixture model and the daemon unless they already answer (idempotent)."""
     model = up_fixture_model(settings)

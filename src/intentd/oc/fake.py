@@ -19,7 +19,7 @@ import itertools
 import json
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ class _Hang(Exception):
     """The prompt never completes (#8528); the client sees a read timeout."""
 
 
+_KEEP = 2000  # sessions and requests the fake remembers
+
+
 class FakeOpenCode:
     """One fake daemon: sessions and messages in memory, `model_log` = what the model was offered."""
 
@@ -86,9 +89,11 @@ class FakeOpenCode:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._faults: deque[str] = deque()
-        self.sessions: dict[str, dict[str, Any]] = {}
+        # Bounded: the fake lives inside a long-running worker in mock mode.
+        self.sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.model_log = model_log or RequestLog()
-        self.requests: list[dict[str, Any]] = []  # every HTTP request received (method, path, params, body)
+        # The last HTTP requests received (method, path, params, body).
+        self.requests: deque[dict[str, Any]] = deque(maxlen=_KEEP)
 
     # Test hooks -------------------------------------------------------------------------------------
 
@@ -193,6 +198,8 @@ class FakeOpenCode:
             info["parentID"] = body["parentID"]
         with self._lock:
             self.sessions[session_id] = {"info": info, "formatted": False, "messages": []}
+            while len(self.sessions) > _KEEP:
+                self.sessions.popitem(last=False)
         return httpx.Response(200, json=info)
 
     def _prompt(

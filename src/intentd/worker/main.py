@@ -90,10 +90,13 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
-    engine = create_engine(settings, pool_size=10, application_name=f"intentd-worker-{ident}")
+    # Pools sized to the queues' concurrency: a workflow that waits too long for a connection fails
+    # (the bench saw it at 200 in flight with 10 + 10 connections).
+    slots = sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues)
+    engine = create_engine(settings, pool_size=max(8, slots // 2), application_name=f"intentd-worker-{ident}")
     datasource = SQLAlchemyDatasource.create(
         settings.sqlalchemy_url,
-        engine=create_engine(settings, pool_size=10, application_name="intentd-ds"),
+        engine=create_engine(settings, pool_size=max(8, slots), application_name="intentd-ds"),
         schema=settings.dbos_system_schema,
     )
     projection.bind(datasource)

@@ -6,13 +6,17 @@ so a replayed workflow never writes twice and `GET /runs/{id}` always matches wh
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
-from dbos import SQLAlchemyDatasource
+from dbos import DBOS, SQLAlchemyDatasource
 
 from intentd.db import runs as q
+
+log = logging.getLogger("intentd.workflow")
+_POOL_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,7 +32,16 @@ def bind(datasource: SQLAlchemyDatasource) -> None:
 
 def _tx(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     assert _datasource is not None, "projection.bind() was not called"
-    return _datasource.run_tx_step({"name": func.__name__, "isolation_level": "READ COMMITTED"}, func, *args, **kwargs)
+    options: Any = {"name": func.__name__, "isolation_level": "READ COMMITTED"}
+    for wait in _POOL_WAITS:
+        try:
+            return _datasource.run_tx_step(options, func, *args, **kwargs)
+        except sa.exc.TimeoutError:
+            # No pooled connection in time, so nothing was written. The failed attempt is checkpointed
+            # as a step of its own, so trying again stays deterministic on replay.
+            log.warning("projection %s: connection pool exhausted; retrying in %.1fs", func.__name__, wait)
+            DBOS.sleep(wait)
+    return _datasource.run_tx_step(options, func, *args, **kwargs)
 
 
 def _session() -> Any:

@@ -1,0 +1,462 @@
+"""`mise run bench`: start a database, a worker and a shim; measure; write bench/results/.
+
+Phases, in order: warm-up (also counts the pipeline's writes per run), paced runs (latency without
+queueing), a burst of --runs (steady-state throughput), open-loop HTTP load, then the raw DBOS
+baseline in its own worker process on the same database and queue settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from dbos import DBOSClient
+
+from intentd import stack
+from intentd.bench import cpu, database, drive, profile, raw, report
+from intentd.bench.stats import ratio, steady_throughput, summarize
+from intentd.config import REPO_ROOT, Settings
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m intentd.bench", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--runs", type=int, default=500, help="runs in the throughput burst (default 500)")
+    p.add_argument("--warmup-runs", type=int, default=5, help="warm-up runs; the writes per run are counted on them")
+    p.add_argument("--paced-runs", type=int, default=20, help="runs submitted at --paced-rate for latencies")
+    p.add_argument("--paced-rate", type=float, default=2.0, help="runs/s of the paced phase (well below capacity)")
+    p.add_argument("--submitters", type=int, default=8, help="concurrent submitting clients in a burst")
+    p.add_argument("--http-rates", default="50,200,500", help="comma-separated req/s")
+    p.add_argument("--http-seconds", type=float, default=5.0, help="seconds per rate and endpoint")
+    p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--skip-raw", action="store_true")
+    p.add_argument(
+        "--queue-concurrency",
+        type=int,
+        default=None,
+        help="override every recipe's queue_worker_concurrency (default: config/recipes.toml as is)",
+    )
+    p.add_argument("--profile", action="store_true", help="py-spy (--gil) on the workers during the bursts")
+    p.add_argument("--port", type=int, default=3021, help="the shim's port")
+    p.add_argument("--admin-port", type=int, default=3022, help="the worker's admin port")
+    p.add_argument("--raw-admin-port", type=int, default=3023, help="the raw DBOS worker's admin port")
+    p.add_argument("--app-version", default="bench")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    p.add_argument("--name", default=None, help="result file stem (default bench-<UTC timestamp>)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="give up on a phase after this many seconds")
+    p.add_argument("--keep-db", action="store_true", help="keep the bench database for inspection")
+    return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _metrics_rss(admin_port: int) -> int | None:
+    try:
+        return int(httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).json()["rssKb"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+def _throughput(times: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [t["completed"] for t in times if t["completed"] is not None and t["status"] == "SUCCESS"]
+    created = [t["created"] for t in times]
+    overall = None
+    if done and created and max(done) > min(created):
+        overall = round(len(done) / (max(done) - min(created)), 3)
+    steady = steady_throughput(done)
+    return {
+        "completed": len(done),
+        "dbos_statuses": dict(collections.Counter(t["status"] for t in times)),
+        "steady_runs_per_s": None if steady is None else round(steady, 3),
+        "overall_runs_per_s": overall,
+    }
+
+
+def _workflow_latencies(times: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"queue_wait": [], "enqueue_to_completed": []}
+    for t in times:
+        if t["dequeued"] is not None:
+            out["queue_wait"].append(t["dequeued"] - t["created"])
+        if t["completed"] is not None and t["status"] == "SUCCESS":
+            out["enqueue_to_completed"].append(t["completed"] - t["created"])
+    return out
+
+
+def _latencies(settings: Settings, batch: drive.Batch, times: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    per_run = database.pipeline_times(settings.database_url, batch.run_ids)
+    per_run["queue_wait"] = _workflow_latencies(times)["queue_wait"]
+    order = ["enqueue_to_running", "queue_wait", "approve_to_succeeded", "enqueue_to_succeeded"]
+    order += sorted(k for k in per_run if k.startswith("step_"))
+    return {k: summarize(per_run[k], 1000.0) for k in order if k in per_run}
+
+
+def _await_completed(settings: Settings, ids: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:
+    """workflow_status rows once every workflow has ended (the status lands just after the last write)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        times = database.workflow_times(settings.database_url, ids)
+        if all(t["status"] not in ("PENDING", "ENQUEUED") for t in times) or time.monotonic() > deadline:
+            return times
+        time.sleep(0.2)
+
+
+def _per_run(before: dict[str, int], after: dict[str, int], runs: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) / runs, 2) for k in before} if runs else {}
+
+
+def _recipes_file(settings: Settings, concurrency: int | None) -> Path:
+    """The recipes the processes read: the repository's, or a copy with another queue concurrency."""
+    if concurrency is None:
+        return settings.recipes_file
+    data = tomllib.loads(settings.recipes_file.read_text())
+    lines = []
+    for line in settings.recipes_file.read_text().splitlines():
+        if line.strip().startswith("queue_worker_concurrency"):
+            line = f"queue_worker_concurrency = {concurrency}"
+        lines.append(line)
+    path = settings.tmp_dir / "recipes.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    assert set(tomllib.loads(path.read_text())["recipes"]) == set(data["recipes"])
+    return path
+
+
+def _http_phase(
+    args: argparse.Namespace, base_url: str, run_ids: list[str], shim_pid: int, stem: str, postmaster: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Each endpoint at each rate from a separate load-generator process; with --profile, py-spy on
+    the shim while GET /runs/{id} runs at 200 req/s."""
+    results = []
+    shim_profile = None
+    for rate in [float(r) for r in args.http_rates.split(",") if r.strip()]:
+        for kind in ("healthz", "get_run", "post_intents"):
+            spec = {
+                "kind": kind,
+                "rate": rate,
+                "duration": args.http_seconds,
+                "warmup": 1.0,
+                "base_url": base_url,
+                "run_ids": run_ids[:200],
+            }
+            cpu_before = cpu.snapshot({"shim": shim_pid}, postmaster)
+            spy = None
+            if args.profile and kind == "get_run" and rate == 200:
+                spy = profile.Spy.start(shim_pid, args.out / f"{stem}-shim-get-run-200.folded", rate=100)
+            try:
+                out = subprocess.run(
+                    [sys.executable, "-m", "intentd.bench.load", json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO_ROOT,
+                    timeout=args.http_seconds * 3 + 60,
+                )
+            except subprocess.TimeoutExpired:
+                out = None
+            if spy is not None:
+                spy.stop()
+                shim_profile = spy.summary()
+            if out is None or out.returncode != 0:
+                _log(f"  {kind} at {rate:.0f} req/s: load generator failed {'' if out is None else out.stderr[-500:]}")
+                sent = int(rate * args.http_seconds)
+                failed: dict[str, Any] = {"kind": kind, "rate": rate, "sent": sent, "ok": 0, "errors": sent}
+                failed.update({"generator_failed": True, "latency_ms": summarize([]), "achieved_rps": None})
+                results.append(failed)
+                continue
+            res = json.loads(out.stdout)
+            res["cpu_ms_per_request"] = cpu.per_run(cpu_before, cpu.snapshot({"shim": shim_pid}, postmaster), res["ok"])
+            results.append(res)
+            lat = res["latency_ms"]
+            _log(f"  {kind:<13} {rate:>5.0f} req/s: p50 {lat['p50']} ms, p99 {lat['p99']} ms, errors {res['errors']}")
+    return results, shim_profile
+
+
+def _raw_phase(
+    args: argparse.Namespace,
+    settings: Settings,
+    writes: dict[str, float],
+    env_extra: dict[str, str],
+    stem: str,
+    postmaster: int | None,
+) -> dict[str, Any]:
+    version = f"{args.app_version}-raw"
+    env = stack.child_env(settings, **env_extra)
+    env.update(
+        {"ADMIN_PORT": str(args.raw_admin_port), "DBOS__APPVERSION": version, "INTENTD_EXECUTOR_ID": "bench-raw"}
+    )
+    (settings.tmp_dir / "run").mkdir(parents=True, exist_ok=True)
+    proc = stack.Proc(
+        "raw-worker",
+        [sys.executable, "-m", "intentd.bench.raw"],
+        env,
+        settings.tmp_dir / f"raw-worker-{args.raw_admin_port}.log",
+        settings.tmp_dir / "run" / f"raw-worker-{args.raw_admin_port}.pid",
+    )
+    ops = raw.ops_for(round(writes["datasource_tx"]), round(writes["app_writes"]))
+    client = DBOSClient(system_database_url=settings.sqlalchemy_system_url, system_database_pool_size=10)
+    proc.start()
+    spy: profile.Spy | None = None
+    try:
+        stack.wait_http(f"http://127.0.0.1:{args.raw_admin_port}/healthz", timeout=60, proc=proc)
+        rss_start = _metrics_rss(args.raw_admin_port)
+        before = database.write_counters(settings.database_url)
+        warm = asyncio.run(drive.raw_dbos("raw-warmup", settings.database_url, client, version, args.warmup_runs, ops))
+        after = database.settled_counters(settings.database_url)
+        counted = _per_run(before, after, len(warm.workflow_ids))
+        _log(f"raw DBOS burst: {args.runs} workflows ({len(ops)} ops each; warm-up counted {counted})")
+        if args.profile and proc.pid is not None:
+            spy = profile.Spy.start(proc.pid, args.out / f"{stem}-raw-worker.folded")
+        cpu_before = cpu.snapshot({"raw_worker": proc.pid}, postmaster)
+        batch = asyncio.run(
+            drive.raw_dbos(
+                "raw",
+                settings.database_url,
+                client,
+                version,
+                args.runs,
+                ops,
+                concurrency=args.submitters,
+                timeout=args.timeout,
+            )
+        )
+        raw_cpu = cpu.per_run(cpu_before, cpu.snapshot({"raw_worker": proc.pid}, postmaster), len(batch.workflow_ids))
+        if spy is not None:
+            spy.stop()
+        times = _await_completed(settings, batch.workflow_ids)
+        rss_after = _metrics_rss(args.raw_admin_port)
+    finally:
+        client.destroy()
+        proc.kill()
+    return {
+        "batch": batch.summary(),
+        "throughput": {
+            **_throughput(times),
+            "bench_writes_per_run_measured": counted.get("bench_writes"),
+            "datasource_tx_per_run_measured": counted.get("datasource_tx"),
+        },
+        "latency_ms": {k: summarize(v, 1000.0) for k, v in _workflow_latencies(times).items()},
+        "rss_kb": {"start": rss_start, "after_runs": rss_after},
+        "cpu_ms_per_run": raw_cpu,
+        "ops": ops,
+        "profile": None if spy is None else spy.summary(),
+    }
+
+
+def _sample_rss(pid: int, series: list[tuple[float, int | None]], stop: threading.Event, every: float = 2.0) -> None:
+    """The worker's RSS every few seconds during the burst: a plateau is concurrency, a slope a leak."""
+    t0 = time.monotonic()
+    while not stop.wait(every):
+        series.append((round(time.monotonic() - t0, 1), raw.rss_kb(pid)))
+
+
+def _growth(start: int | None, end: int | None) -> float | None:
+    return None if not start or end is None else round(100.0 * (end - start) / start, 1)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _le(value: float | None, limit: float) -> bool | None:
+    return None if value is None else value <= limit
+
+
+def _goals(
+    ratio_: float | None, paced: dict[str, Any], http: list[dict[str, Any]], mem: dict[str, Any], runs: int
+) -> dict[str, Any]:
+    get200 = next((s for s in http if s["kind"] == "get_run" and s["rate"] == 200), None)
+    to_running = paced.get("enqueue_to_running", {}).get("p50")
+    growth = mem["worker"]["growth_pct_vs_warmup"]
+    return {
+        "ratio_vs_raw_dbos >= 0.6": {"value": ratio_, "met": None if ratio_ is None else ratio_ >= 0.6},
+        "paced enqueue_to_running p50 <= 100 ms": {"value": to_running, "met": _le(to_running, 100)},
+        "GET /runs/{id} p99 <= 20 ms @200/s, 0 errors": {
+            "value": None if get200 is None else f"p99 {get200['latency_ms']['p99']} ms, errors {get200['errors']}",
+            "met": None if get200 is None else bool(_le(get200["latency_ms"]["p99"], 20)) and get200["errors"] == 0,
+        },
+        "worker RSS growth <= 10 % (vs after warm-up)": {
+            "value": f"{growth} % over {runs} runs",
+            "met": _le(growth, 10),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the finally below stops what we started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem = args.name or f"bench-{stamp}"
+    base = Settings()
+    if base.database_url_env is None:
+        from intentd.db import server
+
+        if not server.is_running(base):
+            _log(f"postgres: {server.up(base)}")
+    db_name = f"bench_{stamp.lower()}"
+    settings = database.bench_settings(
+        base, db_name, PORT=args.port, ADMIN_PORT=args.admin_port, DBOS__APPVERSION=args.app_version, OC_MODE="mock"
+    )
+    _log(f"database {db_name} on {settings.pghost}:{settings.pgport}; logs under {settings.tmp_dir}")
+    database.create(settings)
+    extra = {
+        "DATABASE_URL": settings.database_url,
+        "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
+        "INTENTD_TMP": str(settings.tmp_dir),
+        "INTENTD_EXECUTOR_ID": f"bench-{stamp}",
+        "INTENTD_RECIPES": str(_recipes_file(settings, args.queue_concurrency)),
+        "OC_MODE": "mock",
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = stack.worker(settings, tag="-bench", **extra)
+    shim = stack.shim(settings, tag="-bench", **extra)
+    base_url = f"http://127.0.0.1:{args.port}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        worker.start()
+        shim.start()
+        stack.wait_http(f"http://127.0.0.1:{args.admin_port}/healthz", timeout=60, proc=worker)
+        stack.wait_http(f"{base_url}/healthz", timeout=60, proc=shim)
+        assert shim.pid is not None and worker.pid is not None
+        mem: dict[str, dict[str, Any]] = {
+            "worker": {"start": _metrics_rss(args.admin_port)},
+            "shim": {"start": raw.rss_kb(shim.pid)},
+        }
+        machine = report.machine(database.server_version(settings.database_url))
+        postmaster = None if base.database_url_env else cpu.postmaster_pid(base.tmp_dir / "pg")
+
+        # Warm-up: imports, pools, caches; and the pipeline's writes per run (PostgreSQL's counters).
+        before = database.write_counters(settings.database_url)
+        warm = asyncio.run(drive.pipeline("warmup", base_url, settings.database_url, args.warmup_runs, timeout=300))
+        after = database.settled_counters(settings.database_url)
+        writes = _per_run(before, after, len(warm.run_ids))
+        _log(f"warm-up: {database.run_statuses(settings.database_url, warm.run_ids)}; per run {writes}")
+        mem["worker"]["after_warmup"] = _metrics_rss(args.admin_port)
+        mem["shim"]["after_warmup"] = raw.rss_kb(shim.pid)
+
+        _log(f"paced: {args.paced_runs} runs at {args.paced_rate}/s")
+        paced = asyncio.run(
+            drive.pipeline(
+                "paced", base_url, settings.database_url, args.paced_runs, rate=args.paced_rate, timeout=args.timeout
+            )
+        )
+        paced_lat = _latencies(settings, paced, _await_completed(settings, paced.workflow_ids))
+
+        _log(f"burst: {args.runs} runs through the pipeline")
+        spy = profile.Spy.start(worker.pid, args.out / f"{stem}-worker.folded") if args.profile else None
+        pids = {"worker": worker.pid, "shim": shim.pid}
+        cpu_before = cpu.snapshot(pids, postmaster)
+        rss_series: list[tuple[float, int | None]] = []
+        sampling = threading.Event()
+        sampler = threading.Thread(target=_sample_rss, args=(worker.pid, rss_series, sampling), daemon=True)
+        sampler.start()
+        burst = asyncio.run(
+            drive.pipeline(
+                "burst", base_url, settings.database_url, args.runs, concurrency=args.submitters, timeout=args.timeout
+            )
+        )
+        pipe_cpu = cpu.per_run(cpu_before, cpu.snapshot(pids, postmaster), len(burst.run_ids))
+        sampling.set()
+        sampler.join()
+        mem["worker"]["during_burst"] = rss_series
+        if spy is not None:
+            spy.stop()
+        burst_times = _await_completed(settings, burst.workflow_ids)
+        statuses = database.run_statuses(settings.database_url, burst.run_ids)
+        burst_lat = _latencies(settings, burst, burst_times)
+        mem["worker"]["after_runs"] = _metrics_rss(args.admin_port)
+        mem["shim"]["after_runs"] = raw.rss_kb(shim.pid)
+        pipe_tp = _throughput(burst_times)
+        _log(f"burst: runs {statuses}; {pipe_tp}")
+
+        http_results: list[dict[str, Any]] = []
+        shim_profile = None
+        if not args.skip_http:
+            _log("HTTP under open-loop load")
+            http_results, shim_profile = _http_phase(args, base_url, burst.run_ids, shim.pid, stem, postmaster)
+        mem["shim"]["after_http"] = raw.rss_kb(shim.pid)
+        mem["worker"]["after_http"] = _metrics_rss(args.admin_port)
+        shim.kill()
+        worker.kill()
+
+        raw_result: dict[str, Any] = {}
+        if not args.skip_raw:
+            _log("raw DBOS baseline")
+            raw_result = _raw_phase(args, settings, writes, extra, stem, postmaster)
+            _log(f"raw: {raw_result['throughput']}")
+
+        raw_tp = raw_result.get("throughput", {})
+        mem["worker"]["growth_pct_vs_warmup"] = _growth(mem["worker"]["after_warmup"], mem["worker"]["after_runs"])
+        mem["worker"]["growth_pct_vs_start"] = _growth(mem["worker"]["start"], mem["worker"]["after_runs"])
+        mem["raw_worker"] = raw_result.get("rss_kb", {})
+        the_ratio = ratio(pipe_tp["steady_runs_per_s"], raw_tp.get("steady_runs_per_s"))
+        result: dict[str, Any] = {
+            "ratio_vs_raw_dbos": the_ratio,
+            "name": stem,
+            "timestamp": stamp,
+            "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "queue": {
+                "worker_concurrency": args.queue_concurrency or _max_concurrency(settings.recipes_file),
+                "polling_interval_sec": settings.queue_poll_seconds,
+            },
+            "machine": machine,
+            "throughput": {
+                "pipeline": {**pipe_tp, "run_statuses": statuses, "batch": burst.summary()},
+                "raw_dbos": {**raw_tp, "batch": raw_result.get("batch")},
+                "writes_per_run": {
+                    "app_writes": round(writes.get("app_writes", 0)),
+                    "datasource_tx": round(writes.get("datasource_tx", 0)),
+                    "measured_on": f"{len(warm.run_ids)} warm-up runs (pg_stat_user_tables deltas, schema app)",
+                },
+                "raw_ops": raw_result.get("ops"),
+            },
+            "latency_ms": {"paced": paced_lat, "burst": burst_lat, "raw_burst": raw_result.get("latency_ms", {})},
+            "cpu_ms_per_run": {"pipeline": pipe_cpu, "raw_dbos": raw_result.get("cpu_ms_per_run")},
+            "http": http_results,
+            "memory_kb": mem,
+            "profile": {
+                "worker": None if spy is None else spy.summary(),
+                "raw_worker": raw_result.get("profile"),
+                "shim_get_run_200": shim_profile,
+            },
+        }
+        result["goals"] = _goals(the_ratio, paced_lat, http_results, mem, len(burst.run_ids))
+        report.write_json(result, args.out / f"{stem}.json")
+        report.plot(result, args.out / f"{stem}.png")
+        print()
+        print(report.table(result))
+        print()
+        _log(f"wrote {args.out / (stem + '.json')} and {stem}.png")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
+        shim.kill()
+        worker.kill()
+        if not args.keep_db:
+            try:
+                database.drop(settings)
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
+                _log(f"could not drop {db_name}: {exc}")
+        shutil.rmtree(settings.workspaces_dir, ignore_errors=True)
+    return 0
+
+
+def _max_concurrency(recipes_file: Path) -> int:
+    data = tomllib.loads(recipes_file.read_text())
+    return max(int(r["queue_worker_concurrency"]) for r in data["recipes"].values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
