@@ -3,7 +3,7 @@
 # chaos run and the oracles. Exits non-zero on any failure; pytest's "no tests ran" (5) fails too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$PWD/.tmp/xdg}"; mkdir -p "$XDG_RUNTIME_DIR"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$PWD/.tmp/xdg}"; mkdir -p -m 700 "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 
 started=$(date +%s)
 status=0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -18,6 +20,7 @@ from intentd.oc import (
     render_build_prompt,
     render_compile_prompt,
 )
+from intentd.oc.client import Timeouts
 from tests.integration.oc_helpers import OcHarness, oc_mock  # noqa: F401
 
 
@@ -89,10 +92,37 @@ def test_an_answer_off_contract_is_a_protocol_error(oc: OcHarness) -> None:
 
 
 def test_a_daemon_that_is_down_is_unavailable_and_retryable(oc: OcHarness) -> None:
-    client = OpenCodeClient(httpx.Client(base_url="http://127.0.0.1:9"), oc.store)  # nothing listens on port 9
+    # Nothing listens on port 9; the wrapper waits `reconnect` seconds for a restarting daemon first.
+    client = OpenCodeClient(httpx.Client(base_url="http://127.0.0.1:9"), oc.store, timeouts=Timeouts(reconnect=0.5))
+    t0 = time.monotonic()
     with pytest.raises(OpenCodeUnavailable) as caught:
         client.compile_plan(key=oc.key(), directory=oc.workspace(), prompt="p", schema={})
     assert caught.value.retryable
+    assert 0.3 < time.monotonic() - t0 < 5
+
+
+def test_a_daemon_that_comes_back_within_the_reconnect_window_costs_no_attempt(oc: OcHarness) -> None:
+    assert oc.fake is not None
+    refused = {"left": 3}
+
+    def restarting(request: httpx.Request) -> httpx.Response:
+        if refused["left"]:
+            refused["left"] -= 1
+            raise httpx.ConnectError("connection refused", request=request)
+        return oc.fake.handle(request)  # type: ignore[union-attr]
+
+    client = OpenCodeClient(
+        httpx.Client(base_url="http://opencode.fake", transport=httpx.MockTransport(restarting)),
+        oc.store,
+        timeouts=Timeouts(reconnect=10),
+    )
+    plan = client.compile_plan(
+        key=oc.key(),
+        directory=oc.workspace(),
+        prompt=render_compile_prompt("come back", {}, {}, None),
+        schema=plan_json_schema(),
+    )
+    assert plan["summary"] and refused["left"] == 0
 
 
 def test_structured_output_that_breaks_the_schema_is_invalid_structured_output(oc: OcHarness) -> None:

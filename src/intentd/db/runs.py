@@ -119,17 +119,6 @@ def update_run(db: Executor, run_id: str, **fields: Any) -> None:
     db.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE run_id = :run_id"), params)
 
 
-def list_steps(db: Executor, run_id: str) -> list[dict[str, Any]]:
-    rows = db.execute(
-        sa.text(
-            "SELECT step_id, attempt, status, output, error, executions, started_at, finished_at"
-            " FROM app.run_steps WHERE run_id = :id ORDER BY started_at, attempt"
-        ),
-        {"id": run_id},
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
 def live_approval(db: Executor, run_id: str) -> dict[str, Any] | None:
     row = (
         db.execute(
@@ -143,17 +132,6 @@ def live_approval(db: Executor, run_id: str) -> dict[str, Any] | None:
         .first()
     )
     return None if row is None else dict(row)
-
-
-def list_approvals(db: Executor, run_id: str) -> list[dict[str, Any]]:
-    rows = db.execute(
-        sa.text(
-            "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
-            " FROM app.plan_approvals WHERE run_id = :id ORDER BY approval_id"
-        ),
-        {"id": run_id},
-    ).mappings()
-    return [dict(r) for r in rows]
 
 
 def insert_approval(db: Executor, run_id: str, approved_by: str, notes: str | None, plan_hash: str | None) -> int:
@@ -180,17 +158,6 @@ def insert_event(db: Executor, run_id: str, type_: str, payload: Any) -> int:
     )
 
 
-def list_artifacts(db: Executor, run_id: str) -> list[dict[str, Any]]:
-    rows = db.execute(
-        sa.text(
-            "SELECT step_id, attempt, kind, name, content, meta, created_at FROM app.artifacts"
-            " WHERE run_id = :id ORDER BY artifact_id"
-        ),
-        {"id": run_id},
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
 def live_workers(db: Executor, stale_seconds: float) -> list[dict[str, Any]]:
     rows = db.execute(
         sa.text(
@@ -200,3 +167,43 @@ def live_workers(db: Executor, stale_seconds: float) -> list[dict[str, Any]]:
         {"stale": stale_seconds},
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def _ts(column: str) -> str:
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+# GET /runs/{id} in one round trip: PostgreSQL builds the whole view as JSON (the endpoint's hot path).
+RUN_VIEW_SQL = f"""
+SELECT r.status, r.app_version, r.error IS NULL AS no_error, json_build_object(
+  'runId', r.run_id, 'workflowId', r.workflow_id, 'intentId', r.intent_id, 'status', r.status,
+  'nextAction', r.next_action, 'lastStep', r.last_step, 'error', r.error, 'notice', r.notice,
+  'retryCount', r.retry_count, 'recipeName', r.recipe_name, 'workload', r.workload, 'traceId', r.trace_id,
+  'appVersion', r.app_version, 'plan', r.plan, 'planHash', r.plan_hash, 'decision', r.decision,
+  'diff', (SELECT a.content FROM app.artifacts a WHERE a.run_id = r.run_id AND a.kind = 'diff'
+           ORDER BY a.artifact_id DESC LIMIT 1),
+  'steps', COALESCE((SELECT json_agg(json_build_object(
+      'stepId', s.step_id, 'attempt', s.attempt, 'status', s.status, 'executions', s.executions,
+      'startedAt', {_ts("s.started_at")}, 'finishedAt', {_ts("s.finished_at")}, 'output', s.output,
+      'error', s.error) ORDER BY s.started_at, s.attempt)
+    FROM app.run_steps s WHERE s.run_id = r.run_id), '[]'::json),
+  'approvals', COALESCE((SELECT json_agg(json_build_object(
+      'approvalId', p.approval_id, 'approvedBy', p.approved_by, 'notes', p.notes, 'planHash', p.plan_hash,
+      'state', p.state, 'reason', p.reason, 'approvedAt', {_ts("p.approved_at")}) ORDER BY p.approval_id)
+    FROM app.plan_approvals p WHERE p.run_id = r.run_id), '[]'::json),
+  'artifacts', COALESCE((SELECT json_agg(json_build_object(
+      'stepId', a.step_id, 'attempt', a.attempt, 'kind', a.kind, 'name', a.name, 'content', a.content,
+      'meta', a.meta) ORDER BY a.artifact_id)
+    FROM app.artifacts a WHERE a.run_id = r.run_id), '[]'::json),
+  'createdAt', {_ts("r.created_at")}, 'updatedAt', {_ts("r.updated_at")}, 'finishedAt', {_ts("r.finished_at")}
+)::text AS view
+FROM app.runs r WHERE r.run_id = :id OR r.workflow_id = :id
+"""
+
+
+def run_view_json(db: Executor, run_or_workflow_id: str) -> dict[str, Any] | None:
+    """The run as the API shows it, serialized by PostgreSQL: {status, app_version, no_error, view}."""
+    if "\x00" in run_or_workflow_id:
+        return None
+    row = db.execute(sa.text(RUN_VIEW_SQL), {"id": run_or_workflow_id}).mappings().first()
+    return None if row is None else dict(row)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -82,6 +83,9 @@ class Timeouts:
     connect: float = 3.0
     request: float = 30.0
     prompt: float = 600.0
+    # A refused connection sent nothing, so waiting for a restarting daemon is safe; this long at
+    # most, before the attempt fails as oc_unavailable (and the step's retry budget applies).
+    reconnect: float = 30.0
 
     def for_call(self, *, prompt: bool) -> httpx.Timeout:
         read = self.prompt if prompt else self.request
@@ -237,10 +241,20 @@ class OpenCodeClient:
         prompt: bool = False,
     ) -> Any:
         params = {"directory": str(directory)} if directory is not None else None
+        deadline = time.monotonic() + self._timeouts.reconnect
+        pause = 0.1
         try:
-            response = self._http.request(
-                method, path, params=params, json=body, timeout=self._timeouts.for_call(prompt=prompt)
-            )
+            while True:
+                try:
+                    response = self._http.request(
+                        method, path, params=params, json=body, timeout=self._timeouts.for_call(prompt=prompt)
+                    )
+                    break
+                except httpx.ConnectError:
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, 2.0)
         except httpx.TimeoutException as exc:
             raise OpenCodeTimeout(f"OpenCode {method} {path} timed out", details={"error": repr(exc)}) from exc
         except httpx.TransportError as exc:

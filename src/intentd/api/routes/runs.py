@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
@@ -29,34 +31,26 @@ _STALE_HEARTBEATS = 3
 def get_run(run_id: str, request: Request) -> Any:
     settings = request.app.state.settings
     with request.app.state.engine.connect() as conn:
-        run = q.get_run(conn, run_id)
-        if run is None:
+        found = q.run_view_json(conn, run_id)
+        if found is None:
             raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
-        steps = q.list_steps(conn, run["run_id"])
-        approvals = q.list_approvals(conn, run["run_id"])
-        artifacts = q.list_artifacts(conn, run["run_id"])
-        if run["status"] == "queued" and run["error"] is None:
-            workers = q.live_workers(conn, settings.worker_heartbeat_seconds * _STALE_HEARTBEATS)
-            serving = [w for w in workers if w["app_version"] == run["app_version"]]
-            if not serving:
-                versions = sorted({w["app_version"] for w in workers})
-                run["error"] = {
-                    "code": "no_worker_for_version",
-                    "message": (
-                        f"no live worker serves application version {run['app_version']!r}"
-                        + (
-                            f" (live workers serve {', '.join(map(repr, versions))})"
-                            if versions
-                            else " (no live worker)"
-                        )
-                        + "; start a worker with DBOS__APPVERSION="
-                        + run["app_version"]
-                    ),
-                    "step": None,
-                    "details": {"appVersion": run["app_version"], "liveVersions": versions},
-                }
-    diff = next((a["content"] for a in reversed(artifacts) if a["kind"] == "diff"), None)
-    return {**run, "steps": steps, "approvals": approvals, "artifacts": artifacts, "diff": diff}
+        if found["status"] != "queued" or not found["no_error"]:
+            # The hot path: PostgreSQL already serialized the view; hand its bytes over as they are.
+            return Response(found["view"], media_type="application/json")
+        workers = q.live_workers(conn, settings.worker_heartbeat_seconds * _STALE_HEARTBEATS)
+    view = json.loads(found["view"])
+    version = found["app_version"]
+    if not any(w["app_version"] == version for w in workers):
+        versions = sorted({w["app_version"] for w in workers})
+        served = f" (live workers serve {', '.join(map(repr, versions))})" if versions else " (no live worker)"
+        view["error"] = {
+            "code": "no_worker_for_version",
+            "message": f"no live worker serves application version {version!r}{served}; "
+            f"start a worker with DBOS__APPVERSION={version}",
+            "step": None,
+            "details": {"appVersion": version, "liveVersions": versions},
+        }
+    return JSONResponse(view)
 
 
 @router.post("/{run_id}/approve-plan", status_code=202, response_model=ApprovalAccepted)
