@@ -72,8 +72,9 @@ def db(db_settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]
         yield conn
 
 
-def row_counts(conninfo: str) -> dict[str, int]:
-    """Rows in every app table and in DBOS's workflow and notification tables (for zero-write checks)."""
+def row_counts(conninfo: str) -> dict[str, str]:
+    """Row count and content digest of every app table and of DBOS's workflow and notification tables:
+    equal before and after a request means it wrote nothing (no insert, update or delete)."""
     tables = [
         "app.intents",
         "app.runs",
@@ -87,4 +88,11 @@ def row_counts(conninfo: str) -> dict[str, int]:
         "dbos.notifications",
     ]
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return {t: int(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in tables}  # type: ignore[index]
+        return {
+            t: str(
+                conn.execute(
+                    f"SELECT COUNT(*) || ':' || COALESCE(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {t} x"
+                ).fetchone()[0]
+            )  # type: ignore[index]
+            for t in tables
+        }

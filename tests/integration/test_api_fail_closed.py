@@ -137,3 +137,18 @@ def test_nul_in_a_path_id_is_404(api: TestClient) -> None:
     _envelope(api.get("/runs/a%00b"), 404, "not_found")
     _envelope(api.post("/intents/%00/run", json={}), 404, "not_found")
     _envelope(api.post("/runs/%00/retry"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"goal":"x","inputs":{"n":NaN}}',
+        b'{"goal":"x","inputs":{"n":1e400}}',
+        b'{"goal":"x","constraints":{"n":-Infinity}}',
+    ],
+)
+def test_non_finite_numbers_are_400_not_500(api: TestClient, db_settings: Settings, raw: bytes) -> None:
+    before = row_counts(db_settings.database_url)
+    resp = api.post("/intents", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert row_counts(db_settings.database_url) == before

@@ -89,7 +89,9 @@ class Handoff:
                     "app_version": self.app_version,
                     "workflow_id_reuse_policy": "reject",
                 },
-                {"run_id": run["run_id"], "intent_id": intent_id},
+                # The recipe travels with the workflow's input (checkpointed by DBOS): its retry budget
+                # shapes the workflow's steps, so a replay must never read a since-edited file.
+                {"run_id": run["run_id"], "intent_id": intent_id, "recipe": recipe.model_dump(mode="json")},
             )
         return run
 

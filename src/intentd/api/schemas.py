@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,8 +19,11 @@ def _no_nul(value: str) -> str:
 
 
 def _no_nul_deep(value: Any) -> Any:
+    """Refuse what JSON-in-PostgreSQL cannot hold: NUL in strings and keys, NaN and ±Infinity."""
     if isinstance(value, str):
         _no_nul(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or Infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
             _no_nul(key)

@@ -17,7 +17,7 @@ Executor = sa.Connection | Session
 
 
 def _j(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else json.dumps(value, allow_nan=False)
 
 
 def insert_intent(db: Executor, intent_id: str, goal: str, inputs: Any, constraints: Any) -> dict[str, Any]:

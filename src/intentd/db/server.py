@@ -81,6 +81,14 @@ def up(settings: Settings) -> str:
     paths = ServerPaths.of(settings)
     if is_running(settings):
         return f"already running on {settings.pghost}:{settings.pgport}"
+    probe = subprocess.run(
+        [str(BIN / "pg_isready"), "-h", settings.pghost, "-p", str(settings.pgport), "-t", "1"], capture_output=True
+    )
+    if probe.returncode == 0:
+        raise SystemExit(
+            f"db:up: another PostgreSQL already listens on {settings.pghost}:{settings.pgport} (not the one in "
+            f"{paths.data}); stop it, choose another PGPORT, or point DATABASE_URL at it."
+        )
     user = _ensure_user()
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     if user is not None:

@@ -17,6 +17,7 @@ from intentd.db import runs as q
 
 log = logging.getLogger("intentd.workflow")
 _POOL_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
+STALE_APPROVAL = "stale"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,7 +106,18 @@ def _record_plan(run_id: str, plan: dict[str, Any], plan_hash: str) -> None:
 
 
 def _wait(run_id: str, gate: str, next_action: str, notice: str | None) -> None:
-    q.update_run(_session(), run_id, status="waiting_input", gate=gate, next_action=next_action, notice=notice)
+    s = _session()
+    if gate == "questions":
+        # An approval held for a recompile that now asks new questions was for a plan nobody saw.
+        s.execute(
+            sa.text(
+                "UPDATE app.plan_approvals SET state = 'rejected', decided_at = now(),"
+                " reason = 'the recompiled plan asks new questions; approve the plan that answers them'"
+                " WHERE run_id = :r AND state = 'pending'"
+            ),
+            {"r": run_id},
+        )
+    q.update_run(s, run_id, status="waiting_input", gate=gate, next_action=next_action, notice=notice)
 
 
 def _consume_event(run_id: str, event_id: int) -> None:

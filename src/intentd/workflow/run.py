@@ -19,8 +19,9 @@ from pydantic import BaseModel
 from intentd.db import effects
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, StepError
+from intentd.recipes import Recipe
 from intentd.workflow import projection as proj
-from intentd.workflow import resources, workspace
+from intentd.workflow import resources
 from intentd.workflow.steps import apply_patch, compile, decide, execute
 
 log = logging.getLogger("intentd.workflow")
@@ -34,11 +35,11 @@ _WAIT_SLICE_SECONDS = 3600.0
 def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a step body: count the execution, and turn failures into a checkpointed result."""
     res = resources.get()
-    with res.engine.begin() as conn:
-        effects.count_execution(conn, run_id, step_id, attempt)
-    if res.settings.fault_step_delay_seconds:
-        time.sleep(res.settings.fault_step_delay_seconds)
     try:
+        with res.engine.begin() as conn:
+            effects.count_execution(conn, run_id, step_id, attempt)
+        if res.settings.fault_step_delay_seconds:
+            time.sleep(res.settings.fault_step_delay_seconds)
         return {"ok": True, "output": body()}
     except StepError as exc:
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id)}
@@ -83,9 +84,10 @@ def execute_step(inp: dict[str, Any]) -> dict[str, Any]:
     return _guard(StepId.execute, model.run_id, model.attempt, lambda: execute.run(model))
 
 
-@DBOS.step(name="PrepareWorkspace")
-def prepare_workspace(run_id: str, repo: str | None) -> str:
-    return str(workspace.prepare(resources.get().settings.workspaces_dir, run_id, repo))
+@DBOS.step(name="WorkspacePath")
+def workspace_path(run_id: str) -> str:
+    """Where the run's workspace lives (checkpointed: a replay on another worker uses the same path)."""
+    return str(resources.get().settings.workspaces_dir / run_id)
 
 
 _STEPS: dict[StepId, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -102,12 +104,14 @@ _STEPS: dict[StepId, Callable[[dict[str, Any]], dict[str, Any]]] = {
 class _Run:
     """The workflow's local state: deterministic, rebuilt identically on every replay."""
 
-    def __init__(self, run_id: str, ctx: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, ctx: dict[str, Any], recipe: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self.goal: str = ctx["intent"]["goal"]
         self.inputs: dict[str, Any] = ctx["intent"]["inputs"]
         self.constraints: dict[str, Any] = ctx["intent"]["constraints"]
-        self.recipe = resources.get().recipe(ctx["run"]["recipe_name"])
+        # The recipe as the shim enqueued it (part of the checkpointed input); runs enqueued before
+        # the recipe travelled with the input read it from the file.
+        self.recipe = Recipe.model_validate(recipe) if recipe else resources.get().recipe(ctx["run"]["recipe_name"])
         self.workload: dict[str, Any] = ctx["run"]["workload"]
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
 
@@ -145,8 +149,9 @@ def _wait_for(topic: Topic) -> dict[str, Any]:
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
 def intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
-    run = _Run(run_id, proj.begin_run(run_id))
-    ws = prepare_workspace(run_id, run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None)
+    run = _Run(run_id, proj.begin_run(run_id), args.get("recipe"))
+    ws = workspace_path(run_id)
+    repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
     # CompileST, and the questions loop.
     answers: dict[str, Any] | None = None
@@ -161,6 +166,7 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
                 constraints=run.constraints,
                 answers=answers,
                 workspace=ws,
+                repo=repo,
             ),
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
@@ -179,7 +185,8 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
         why_not = proj.apply_approval(run_id, approval["approvalId"], plan_hash)
         if why_not is None:
             break
-        proj.wait(run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
+        if why_not != proj.STALE_APPROVAL:
+            proj.wait(run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
 
     patch = run.step(
         StepId.apply_patch,
@@ -199,7 +206,7 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
             attempt=attempt,
             commands=plan["acceptance"],
             workspace=ws,
-            recipe_name=run.recipe.name,
+            retry_on=list(run.recipe.execute_retry_on),
             sandbox_minutes=float(run.workload["sandboxMinutes"]),
         ),
     )

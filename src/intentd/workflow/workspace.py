@@ -31,9 +31,9 @@ def git(workspace: Path, *args: str) -> str:
     return result.stdout
 
 
-def prepare(root: Path, run_id: str, repo: str | None) -> Path:
-    workspace = root / run_id
-    if (workspace / ".git").is_dir() and git(workspace, "rev-parse", "--verify", "-q", "HEAD").strip():
+def prepare(workspace: Path, repo: str | None) -> Path:
+    root, run_id = workspace.parent, workspace.name
+    if (workspace / ".git").is_dir() and _has_head(workspace):
         return workspace
     root.mkdir(parents=True, exist_ok=True)
     if workspace.exists():
@@ -50,6 +50,17 @@ def prepare(root: Path, run_id: str, repo: str | None) -> Path:
         git(workspace, "add", "-A")
         git(workspace, "commit", "--quiet", "-m", "base")
     return workspace
+
+
+def _has_head(workspace: Path) -> bool:
+    result = subprocess.run(
+        ["git", "-C", str(workspace), "rev-parse", "--verify", "-q", "HEAD"],
+        capture_output=True,
+        text=True,
+        env=_GIT_ENV,
+        timeout=60,
+    )
+    return result.returncode == 0 and bool(result.stdout.strip())
 
 
 def reset(workspace: Path) -> None:

@@ -11,7 +11,7 @@ from intentd.db.calls import CallKey
 from intentd.domain import Plan, StepId, plan_json_schema
 from intentd.errors import RetryableStepError
 from intentd.oc import render_compile_prompt
-from intentd.workflow import resources
+from intentd.workflow import resources, workspace
 
 
 class CompileInput(BaseModel):
@@ -22,10 +22,14 @@ class CompileInput(BaseModel):
     constraints: dict[str, Any]
     answers: dict[str, Any] | None = None
     workspace: str
+    repo: str | None = None
 
 
 def run(inp: CompileInput) -> dict[str, Any]:
     res = resources.get()
+    # The run's workspace is made here (idempotently), so a bad inputs.repo fails this step with
+    # an error the operator sees, instead of failing the workflow.
+    workspace.prepare(Path(inp.workspace), inp.repo)
     prompt = render_compile_prompt(inp.goal, inp.inputs, inp.constraints, inp.answers)
     structured = res.opencode.compile_plan(
         key=CallKey(inp.run_id, StepId.compile, inp.attempt, "compile"),

@@ -23,7 +23,7 @@ class ExecuteInput(BaseModel):
     attempt: int
     commands: list[str]
     workspace: str
-    recipe_name: str
+    retry_on: list[str]  # the recipe's sandbox outcomes the step's retry budget applies to
     sandbox_minutes: float
 
 
@@ -45,7 +45,6 @@ def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[s
 
 def run(inp: ExecuteInput) -> dict[str, Any]:
     res = resources.get()
-    recipe = res.recipe(inp.recipe_name)
     limits = SandboxLimits(wall_seconds=inp.sandbox_minutes * 60)
     results: list[dict[str, Any]] = []
     for index, command in enumerate(inp.commands):
@@ -80,7 +79,7 @@ def run(inp: ExecuteInput) -> dict[str, Any]:
             message = f"acceptance command {index} ({command!r}) ended with {recorded['outcome']}"
             if recorded["outcome"] == "exit":
                 message += f" (exit code {recorded['exitCode']})"
-            if recorded["outcome"] in recipe.execute_retry_on:
+            if recorded["outcome"] in inp.retry_on:
                 raise RetryableStepError(message, code=f"acceptance_{recorded['outcome']}", details=detail)
             raise PermanentStepError(message, code=f"acceptance_{recorded['outcome']}", details=detail)
     return {"commands": results}
