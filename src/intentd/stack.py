@@ -115,29 +115,26 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def worker(settings: Settings, tag: str = "", **extra: str) -> Proc:
+def _python_proc(settings: Settings, role: str, module: str, port: int, tag: str, extra: dict[str, str]) -> Proc:
+    """A Python process of ours, logged to .tmp/<role><tag>-<port>.log with its pidfile under .tmp/run/."""
     run = settings.tmp_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
-    name = f"worker{tag}-{settings.admin_port}"
+    name = f"{role}{tag}-{port}"
     return Proc(
-        f"worker{tag}",
-        [sys.executable, "-m", "intentd.worker.main"],
+        f"{role}{tag}",
+        [sys.executable, "-m", module],
         child_env(settings, **extra),
         settings.tmp_dir / f"{name}.log",
         run / f"{name}.pid",
     )
 
 
+def worker(settings: Settings, tag: str = "", **extra: str) -> Proc:
+    return _python_proc(settings, "worker", "intentd.worker.main", settings.admin_port, tag, extra)
+
+
 def shim(settings: Settings, tag: str = "", **extra: str) -> Proc:
-    run = settings.tmp_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    return Proc(
-        f"shim{tag}",
-        [sys.executable, "-m", "intentd.api"],
-        child_env(settings, **extra),
-        settings.tmp_dir / f"shim{tag}-{settings.port}.log",
-        run / f"shim{tag}-{settings.port}.pid",
-    )
+    return _python_proc(settings, "shim", "intentd.api", settings.port, tag, extra)
 
 
 def up(settings: Settings) -> None:
