@@ -90,9 +90,9 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
-    # Pools sized to the queues' concurrency: a workflow that waits too long for a connection fails
-    # (the bench saw it at 200 in flight with 10 + 10 connections).
-    slots = sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues)
+    # Pools sized for the workflows that are busy at once (most in-flight runs wait for a human and
+    # hold no connection), capped; a projection that still finds the pool empty retries (projection._tx).
+    slots = min(32, sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues))
     engine = create_engine(settings, pool_size=max(8, slots // 2), application_name=f"intentd-worker-{ident}")
     datasource = SQLAlchemyDatasource.create(
         settings.sqlalchemy_url,

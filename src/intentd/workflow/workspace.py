@@ -22,10 +22,18 @@ _GIT_ENV = {
 }
 
 
+def _git_argv(workspace: Path, args: tuple[str, ...]) -> list[str]:
+    # Name the repository explicitly: with a half-made .git (a crash during `git init`), plain
+    # `git -C` would walk up and act on an enclosing repository instead.
+    return ["git", f"--git-dir={workspace / '.git'}", f"--work-tree={workspace}", "-C", str(workspace), *args]
+
+
+def _env(workspace: Path) -> dict[str, str]:
+    return {**_GIT_ENV, "GIT_CEILING_DIRECTORIES": str(workspace.parent)}
+
+
 def git(workspace: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(workspace), *args], capture_output=True, text=True, env=_GIT_ENV, timeout=60
-    )
+    result = subprocess.run(_git_argv(workspace, args), capture_output=True, text=True, env=_env(workspace), timeout=60)
     if result.returncode != 0:
         raise PermanentStepError(f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error")
     return result.stdout
@@ -42,7 +50,17 @@ def prepare(workspace: Path, repo: str | None) -> Path:
         source = Path(repo)
         if not (source / ".git").exists():
             raise PermanentStepError(f"inputs.repo {repo!r} is not a git repository", code="bad_repo")
-        git(root, "clone", "--quiet", "--no-hardlinks", str(source), run_id)
+        cloned = subprocess.run(
+            ["git", "clone", "--quiet", "--no-hardlinks", str(source), str(workspace)],
+            capture_output=True,
+            text=True,
+            env=_env(workspace),
+            timeout=300,
+        )
+        if cloned.returncode != 0:
+            raise PermanentStepError(
+                f"git clone of {repo!r} failed: {cloned.stderr.strip()[:500]}", code="workspace_error"
+            )
     else:
         workspace.mkdir()
         git(workspace, "init", "--quiet", "-b", "main")
@@ -53,11 +71,15 @@ def prepare(workspace: Path, repo: str | None) -> Path:
 
 
 def _has_head(workspace: Path) -> bool:
+    """A usable repository of its own: .git holds HEAD and objects, and git resolves HEAD in it."""
+    dot_git = workspace / ".git"
+    if not ((dot_git / "HEAD").is_file() and (dot_git / "objects").is_dir()):
+        return False
     result = subprocess.run(
-        ["git", "-C", str(workspace), "rev-parse", "--verify", "-q", "HEAD"],
+        _git_argv(workspace, ("rev-parse", "--verify", "-q", "HEAD")),
         capture_output=True,
         text=True,
-        env=_GIT_ENV,
+        env=_env(workspace),
         timeout=60,
     )
     return result.returncode == 0 and bool(result.stdout.strip())
