@@ -51,9 +51,6 @@ class StepId(StrEnum):
     execute = "ExecuteST"
 
 
-STEP_ORDER: tuple[StepId, ...] = (StepId.compile, StepId.apply_patch, StepId.decide, StepId.execute)
-
-
 class Plan(BaseModel):
     """What the plan agent compiles (OpenCode structured output). Its JSON schema is sent to OpenCode."""
 

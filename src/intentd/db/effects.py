@@ -63,17 +63,6 @@ def store_artifact(
     )
 
 
-def get_artifact(conn: sa.Connection, run_id: str, step_id: str, attempt: int, kind: str, name: str) -> str | None:
-    row = conn.execute(
-        sa.text(
-            "SELECT content FROM app.artifacts WHERE run_id = :r AND step_id = :s AND attempt = :a"
-            " AND kind = :kind AND name = :name"
-        ),
-        {"r": run_id, "s": step_id, "a": attempt, "kind": kind, "name": name},
-    ).first()
-    return None if row is None else str(row[0])
-
-
 def count_execution(conn: sa.Connection, run_id: str, step_id: str, attempt: int) -> int:
     """Count one more execution of a step attempt (a crash makes the worker start it again)."""
     return int(
