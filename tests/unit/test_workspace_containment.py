@@ -38,3 +38,12 @@ def test_a_broken_dot_git_is_rebuilt_and_the_enclosing_repo_is_untouched(tmp_pat
     assert (outer / "keep.txt").read_text() == "uncommitted change\n"  # reset/clean never reached it
     assert _commit_count(outer) == 1
     assert _commit_count(ws) == 1 and files == [] and text == ""
+
+
+def test_a_stale_index_lock_from_a_killed_git_does_not_fail_the_next_attempt(tmp_path: Path) -> None:
+    ws = tmp_path / "workspaces" / "run-2"
+    workspace.prepare(ws, None)
+    (ws / "new.md").write_text("x\n")
+    (ws / ".git" / "index.lock").write_text("")  # what a SIGKILL during `git add` leaves
+    text, files = workspace.diff(ws)
+    assert files == ["new.md"] and "+x" in text

@@ -33,6 +33,9 @@ def _env(workspace: Path) -> dict[str, str]:
 
 
 def git(workspace: Path, *args: str) -> str:
+    # A worker killed mid git command leaves index.lock behind; one executor runs a workflow at a
+    # time, so a lock found here is stale and would fail every later attempt.
+    (workspace / ".git" / "index.lock").unlink(missing_ok=True)
     result = subprocess.run(_git_argv(workspace, args), capture_output=True, text=True, env=_env(workspace), timeout=60)
     if result.returncode != 0:
         raise PermanentStepError(f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error")
