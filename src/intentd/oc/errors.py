@@ -47,7 +47,3 @@ class OpenCodeProtocolError(PermanentStepError):
 
 class OpenCodeProviderAuthError(PermanentStepError):
     code = "oc_provider_auth"
-
-
-# The name the first mock path used; kept so nothing that imported it breaks.
-OpenCodeClientError = OpenCodeRequestError

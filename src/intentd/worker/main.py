@@ -25,7 +25,7 @@ from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
-from intentd.worker import admin
+from intentd.worker import admin, memory
 from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
 
@@ -78,6 +78,7 @@ class Worker:
 def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     """Configure and launch DBOS with the workflow, register the recipes' queues, start the heartbeat."""
     ident = executor_id(settings)
+    memory.start(settings.tracemalloc_frames)
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
     config: DBOSConfig = {
@@ -138,7 +139,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
                 "executorId": ident,
                 "uptimeSeconds": uptime.seconds(),
             }
-        return None
+        return memory.report(path)
 
     server = admin.serve("127.0.0.1", settings.admin_port, snapshot) if admin_http else None
     log.info(

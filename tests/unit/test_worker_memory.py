@@ -1,0 +1,49 @@
+"""The worker's opt-in heap diagnosis (/debug/memory) names the allocation site that grew."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+from intentd.worker import memory
+
+
+@pytest.fixture
+def tracing() -> Iterator[None]:
+    memory.start(5)
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+        memory._baseline = None
+
+
+def test_off_by_default_says_how_to_turn_it_on() -> None:
+    assert not tracemalloc.is_tracing()
+    assert memory.report("/debug/memory") == {"tracing": False, "hint": "start the worker with INTENTD_TRACEMALLOC=10"}
+
+
+def test_other_paths_are_not_its_business() -> None:
+    assert memory.report("/metrics") is None
+
+
+def test_growth_since_the_baseline_points_at_the_allocating_line(tracing: None) -> None:
+    assert memory.report("/debug/memory/baseline")["baseline"] == "taken"  # type: ignore[index]
+    hoard = [bytearray(1024) for _ in range(2000)]  # about 2 MB, held across the second snapshot
+    body = memory.report("/debug/memory")
+    assert body is not None
+    top = body["growth"][0]
+    assert top["sizeDiffKb"] >= 2000
+    assert top["countDiff"] >= 2000
+    assert any("test_worker_memory.py" in line for line in top["traceback"])
+    assert len(hoard) == 2000
+
+
+def test_without_a_baseline_it_lists_the_largest_sites(tracing: None) -> None:
+    hoard = [bytearray(1024) for _ in range(1000)]
+    body = memory.report("/debug/memory")
+    assert body is not None and "growth" not in body
+    assert any(any("test_worker_memory.py" in line for line in s["traceback"]) for s in body["top"])
+    assert len(hoard) == 1000
