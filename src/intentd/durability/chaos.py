@@ -22,6 +22,7 @@ import psycopg
 from intentd import oracles, stack
 from intentd.config import Settings
 from intentd.db import migrate, server
+from intentd.sandbox._procs import orphaned_sandboxes
 
 LANES = {
     "plain": ("chaos plain change", "succeeded"),
@@ -263,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     lost = [t for t in runs if t.done_at is None]
     conv = [t.done_at - t.created for t in runs if t.done_at is not None]
     found = oracles.check(settings.database_url)
+    # Every kill is followed by a worker start, which kills what the dead worker left running.
+    orphans = orphaned_sandboxes()
     violations = {k: v for k, v in found.items() if v}
     print()
     print(f"wf:intent:chaos  OC_MODE={settings.oc_mode}  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s")
@@ -278,13 +281,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  wrong terminal {len(wrong)}  lost {len(lost)}")
     print(f"  worker RSS     start={rss_start} kB  end={rss_end} kB (after the last restart)")
+    print(f"  sandboxes      orphaned and still running: {len(orphans)}")
     for name, rows in found.items():
         print(f"  oracle         {name}: {'ok' if not rows else f'VIOLATION {len(rows)}'}")
     for t in wrong[:10]:
         print(f"    {t.lane} {t.run_id}: {t.status}  error={t.error}")
     for e in report.errors:
         print(f"  error          {e}")
-    ok = not wrong and not lost and not violations and not report.errors
+    ok = not wrong and not lost and not violations and not report.errors and not orphans
     print("wf:intent:chaos: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 

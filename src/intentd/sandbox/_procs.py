@@ -1,6 +1,7 @@
 """Looking for what a sandbox could leave behind: processes, mounts, temporary directories.
 
-Read-only helpers for the smoke and soak tasks and the tests; the runner does not use them.
+Read-only helpers for the smoke and soak tasks, the chaos driver and the tests; the runner uses
+`orphaned_sandboxes()` to find (and then kill) what a killed worker left running.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from intentd.sandbox.runner import UID_RANGE
+# Host uids handed to sandboxes: far above any real account and below the 32-bit overflow ids.
+UID_RANGE = range(1_900_000_000, 2_000_000_000)
 
 
 @dataclass(frozen=True)
@@ -22,13 +24,16 @@ class Proc:
     cmdline: str
 
 
-def processes() -> list[Proc]:
+def processes(uids: range | None = None) -> list[Proc]:
+    """Every process on the host (or only those running as one of `uids`)."""
     found: list[Proc] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             uid = os.stat(f"/proc/{entry}").st_uid
+            if uids is not None and uid not in uids:
+                continue
             with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
                 stat = f.read()
             with open(f"/proc/{entry}/cmdline", "rb") as f:
@@ -44,7 +49,15 @@ def processes() -> list[Proc]:
 def sandbox_processes(*, include_zombies: bool = False) -> list[Proc]:
     """Processes running as a sandbox uid. Zombies are already dead (only their exit status waits
     for the host's init to collect it), so they are left out unless asked for."""
-    return [p for p in processes() if p.uid in UID_RANGE and (include_zombies or p.state != "Z")]
+    return [p for p in processes(UID_RANGE) if include_zombies or p.state != "Z"]
+
+
+def orphaned_sandboxes() -> list[Proc]:
+    """Live sandbox processes whose worker is gone. bubblewrap's parent is always the worker that
+    started it (prlimit execs into it), and a process whose parent died is handed to init (pid 1).
+    --die-with-parent normally takes the sandbox down with its worker, but not when the worker is
+    killed while bubblewrap is still setting up: that bubblewrap then waits forever."""
+    return [p for p in sandbox_processes() if p.ppid == 1]
 
 
 def children_of(pid: int) -> list[Proc]:

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from intentd.sandbox._bwrap import SANDBOX_PATH, bwrap_argv, find_bwrap
 from intentd.sandbox._capture import pump
+from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes
 from intentd.sandbox.limits import SandboxLimits, prlimit_argv, tmp_bytes
 from intentd.sandbox.result import SandboxError, SandboxResult, split_status
 
-# Host uids handed to sandboxes: far above any real account and below the 32-bit overflow ids.
-UID_RANGE = range(1_900_000_000, 2_000_000_000)
+__all__ = ["UID_RANGE", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
+
 _TMP_PREFIX = "run-"
 
 _uids_lock = threading.Lock()
@@ -201,6 +202,19 @@ def _sweep_orphans(base: Path) -> None:
         if not entry.startswith(_TMP_PREFIX) or not owner.isdigit() or _alive(int(owner)):
             continue
         shutil.rmtree(base / entry, ignore_errors=True)
+
+
+def kill_orphans() -> list[int]:
+    """SIGKILL the sandboxes a killed worker left running (see `_procs.orphaned_sandboxes`), each with
+    its process group; a worker calls this when it starts. Only orphans: a live worker's sandboxes
+    have that worker as their parent. Returns their pids."""
+    found = [p.pid for p in orphaned_sandboxes()]
+    for pid in found:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # bubblewrap leads its own group (process_group=0)
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -25,6 +25,7 @@ from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
+from intentd.sandbox import runner as sandbox_runner
 from intentd.worker import admin, memory
 from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
@@ -105,6 +106,10 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     opencode = open_client(settings, calls)
     resources.bind(resources.Resources(settings=settings, engine=engine, opencode=opencode, calls=calls))
 
+    # A worker killed while bubblewrap was setting up leaves that bubblewrap waiting forever.
+    orphans = sandbox_runner.kill_orphans()
+    if orphans:
+        log.warning("killed %d sandbox process(es) orphaned by a dead worker: %s", len(orphans), orphans)
     DBOS.listen_queues(queues)
     DBOS.launch()
     for name in queues:
