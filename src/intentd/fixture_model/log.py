@@ -20,7 +20,7 @@ class RequestLog:
     """The last `keep` requests in memory (a worker in mock mode lives long: memory stays bounded),
     every request in the JSONL file when a path is given."""
 
-    def __init__(self, path: Path | None = None, keep: int = 2000) -> None:
+    def __init__(self, path: Path | None = None, keep: int = 200) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._entries: deque[dict[str, Any]] = deque(maxlen=keep)

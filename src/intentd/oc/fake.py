@@ -78,7 +78,9 @@ class _Hang(Exception):
     """The prompt never completes (#8528); the client sees a read timeout."""
 
 
-_KEEP = 2000  # sessions and requests the fake remembers
+# Sessions and requests the fake remembers: tests look at the last few; a worker in mock mode
+# lives long, and at 2,000 these held about 40 MB of prompts and schemas (bench, tracemalloc).
+_KEEP = 200
 
 
 class FakeOpenCode:

@@ -4,9 +4,10 @@ Used only by ExecuteST and the operator tasks. It must never change the workspac
 and must leave no process, mount or temporary directory behind, whatever the command does.
 
 Why a fresh host uid per run: RLIMIT_NPROC is not enforced for host uid 0, and a user namespace
-created by root maps its users onto uid 0. So bubblewrap is started (by `subprocess`'s own
-setuid, no preexec code) as an unused unprivileged uid taken from `UID_RANGE`; its processes then
-count against their own RLIMIT_NPROC, no other sandbox's, and can be found by uid if one leaked.
+created by root maps its users onto uid 0. So bubblewrap is started as an unused unprivileged uid
+taken from `UID_RANGE` (by util-linux `setpriv`, which lets `subprocess` spawn with vfork instead of
+copying the whole worker, as its own setuid would); its processes then count against their own
+RLIMIT_NPROC, no other sandbox's, and can be found by uid if one leaked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from intentd.sandbox.result import SandboxError, SandboxResult, split_status
 __all__ = ["UID_RANGE", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
 
 _TMP_PREFIX = "run-"
+_SETPRIV = "/usr/bin/setpriv"
 
 _uids_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -54,8 +56,9 @@ def run_in_sandbox(
     (fail, crash, hang, flood its output) comes back as a SandboxResult.
     """
     bwrap = find_bwrap()
-    if not os.access(prlimit_argv(limits)[0], os.X_OK):
-        raise SandboxError("prlimit (util-linux) is not installed")
+    for tool in (prlimit_argv(limits)[0], _SETPRIV):
+        if not os.access(tool, os.X_OK):
+            raise SandboxError(f"{tool} (util-linux) is not installed")
     workspace = Path(workspace)
     if not workspace.is_dir():
         raise SandboxError(f"workspace {workspace} is not a directory")
@@ -71,7 +74,10 @@ def run_in_sandbox(
 
 def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) -> SandboxResult:
     status_r, status_w = os.pipe()
-    argv = prlimit_argv(limits) + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
+    drop = [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    argv = (
+        drop + prlimit_argv(limits) + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
+    )
     started = time.monotonic()
     try:
         try:
@@ -82,9 +88,6 @@ def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) 
                 stderr=subprocess.PIPE,
                 env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},  # not even bwrap sees the host's secrets
                 pass_fds=(status_w,),
-                user=uid,
-                group=uid,
-                extra_groups=[],
                 process_group=0,  # its own group, so the whole tree can be killed at once
             )
         except OSError as exc:

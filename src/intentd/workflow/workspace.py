@@ -54,7 +54,7 @@ def prepare(workspace: Path, repo: str | None) -> Path:
         if not (source / ".git").exists():
             raise PermanentStepError(f"inputs.repo {repo!r} is not a git repository", code="bad_repo")
         cloned = subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", str(source), str(workspace)],
+            ["git", "clone", "--quiet", "--no-hardlinks", "--template=", str(source), str(workspace)],
             capture_output=True,
             text=True,
             env=_env(workspace),
@@ -66,7 +66,8 @@ def prepare(workspace: Path, repo: str | None) -> Path:
             )
     else:
         workspace.mkdir()
-        git(workspace, "init", "--quiet", "-b", "main")
+        # No template: no sample hooks or other files to copy into every sandbox run.
+        git(workspace, "init", "--quiet", "--template=", "-b", "main")
         (workspace / "README.md").write_text(f"# workspace of {run_id}\n")
         git(workspace, "add", "-A")
         git(workspace, "commit", "--quiet", "-m", "base")
