@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 
 from intentd.config import get_settings
-from intentd.db.connection import create_engine
+from intentd.db.connection import create_engine, datasource_pool_size
 from intentd.recipes import load_recipes
 from intentd.worker import admin
 
@@ -121,7 +121,7 @@ def main() -> None:
     DBOS(config=config)
     _ds = SQLAlchemyDatasource.create(
         settings.sqlalchemy_url,
-        engine=create_engine(settings, pool_size=10, application_name="bench-raw-ds"),
+        engine=create_engine(settings, pool_size=datasource_pool_size(concurrency), application_name="bench-raw-ds"),
         schema=settings.dbos_system_schema,
     )
     DBOS.listen_queues([QUEUE])

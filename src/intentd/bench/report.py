@@ -106,6 +106,12 @@ def table(result: dict[str, Any]) -> str:
         f"  after {m['worker']['after_runs']}  growth {_fmt(m['worker']['growth_pct_vs_warmup'])} %"
         f" (vs start {_fmt(m['worker']['growth_pct_vs_start'])} %)"
     )
+    if m["worker"].get("after_bursts"):
+        steps = "  ".join(f"{b['runs']}:{b['rss_kb']}" for b in m["worker"]["after_bursts"])
+        lines.append(
+            f"worker RSS kB by runs  {steps}  growth after the first burst"
+            f" {_fmt(m['worker']['growth_pct_after_first_burst'])} %"
+        )
     lines.append(
         f"shim RSS kB            start {m['shim']['start']}  after runs {m['shim']['after_runs']}"
         f"  after HTTP load {m['shim']['after_http']}"

@@ -19,3 +19,12 @@ def create_engine(settings: Settings, *, pool_size: int = 10, **kwargs: Any) -> 
         connect_args={"application_name": kwargs.pop("application_name", "intentd")},
         **kwargs,
     )
+
+
+# Workflows busy at once that the database pools are sized for (most in-flight runs wait for a human
+# and hold no connection); a projection that still finds its pool empty retries (projection._tx).
+MAX_BUSY_WORKFLOWS = 32
+
+
+def datasource_pool_size(queue_concurrency: int) -> int:
+    return max(8, min(MAX_BUSY_WORKFLOWS, queue_concurrency))

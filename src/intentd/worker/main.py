@@ -22,7 +22,7 @@ from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 from intentd import __version__
 from intentd.config import Settings, get_settings
 from intentd.db.calls import SqlCallStore
-from intentd.db.connection import create_engine
+from intentd.db.connection import create_engine, datasource_pool_size
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.sandbox import runner as sandbox_runner
@@ -92,13 +92,13 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
-    # Pools sized for the workflows that are busy at once (most in-flight runs wait for a human and
-    # hold no connection), capped; a projection that still finds the pool empty retries (projection._tx).
-    slots = min(32, sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues))
+    slots = datasource_pool_size(
+        sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues)
+    )
     engine = create_engine(settings, pool_size=max(8, slots // 2), application_name=f"intentd-worker-{ident}")
     datasource = SQLAlchemyDatasource.create(
         settings.sqlalchemy_url,
-        engine=create_engine(settings, pool_size=max(8, slots), application_name="intentd-ds"),
+        engine=create_engine(settings, pool_size=slots, application_name="intentd-ds"),
         schema=settings.dbos_system_schema,
     )
     projection.bind(datasource)
