@@ -20,6 +20,9 @@ def main() -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        # Longer than clients keep idle connections (httpx: 5 s, uvicorn's default too): a server that
+        # closes first races a client reusing the connection, which then sees a dropped request.
+        timeout_keep_alive=30,
         log_level="warning",
         access_log=False,
     )

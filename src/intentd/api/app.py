@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intentd import __version__
+from intentd.api import reads
 from intentd.api.handoff import Handoff
 from intentd.api.routes import intents, runs
 from intentd.config import Settings, get_settings
@@ -50,9 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema, lazy=True)
         app.state.engine = engine
         app.state.handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
+        app.state.read_pool = reads.open_pool(settings)
+        await app.state.read_pool.open(wait=False)
         try:
             yield
         finally:
+            await app.state.read_pool.close()
             client.destroy()
             engine.dispose()
 
@@ -86,11 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(400, "malformed_json", "request body is not valid JSON", details)
         return _error(400, "validation_error", "request does not match the schema", details)
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
         # The database is down or restarting: not the client's fault, and nothing was committed.
-        log.warning("database unavailable: %s", exc.orig)
+        log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
         return _error(503, "database_unavailable", "the database is unavailable; retry shortly")
+
+    app.add_exception_handler(OperationalError, database_unavailable)  # the synchronous writes
+    app.add_exception_handler(reads.DatabaseUnavailable, database_unavailable)  # the async reads
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

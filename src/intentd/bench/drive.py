@@ -140,7 +140,12 @@ async def pipeline(
                     await asyncio.sleep(0.2)
 
         async def approve(run_id: str) -> None:
-            response = await http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "bench"})
+            try:
+                response = await http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "bench"})
+            except httpx.TransportError:
+                batch.approve_errors += 1
+                open_runs[run_id] = "open"  # try again on the next poll
+                return
             if response.status_code != 202:
                 batch.approve_errors += 1
                 if response.status_code != 409:

@@ -158,15 +158,11 @@ def insert_event(db: Executor, run_id: str, type_: str, payload: Any) -> int:
     )
 
 
-def live_workers(db: Executor, stale_seconds: float) -> list[dict[str, Any]]:
-    rows = db.execute(
-        sa.text(
-            "SELECT executor_id, app_version, pid, heartbeat_at FROM app.workers"
-            " WHERE heartbeat_at > now() - make_interval(secs => :stale) ORDER BY executor_id"
-        ),
-        {"stale": stale_seconds},
-    ).mappings()
-    return [dict(r) for r in rows]
+# The shim's async reads (api/reads.py) run these two with psycopg placeholders.
+LIVE_WORKERS_SQL = (
+    "SELECT executor_id, app_version FROM app.workers"
+    " WHERE heartbeat_at > now() - make_interval(secs => %(stale)s) ORDER BY executor_id"
+)
 
 
 def _ts(column: str) -> str:
@@ -197,13 +193,5 @@ SELECT r.status, r.app_version, r.error IS NULL AS no_error, json_build_object(
     FROM app.artifacts a WHERE a.run_id = r.run_id), '[]'::json),
   'createdAt', {_ts("r.created_at")}, 'updatedAt', {_ts("r.updated_at")}, 'finishedAt', {_ts("r.finished_at")}
 )::text AS view
-FROM app.runs r WHERE r.run_id = :id OR r.workflow_id = :id
+FROM app.runs r WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
 """
-
-
-def run_view_json(db: Executor, run_or_workflow_id: str) -> dict[str, Any] | None:
-    """The run as the API shows it, serialized by PostgreSQL: {status, app_version, no_error, view}."""
-    if "\x00" in run_or_workflow_id:
-        return None
-    row = db.execute(sa.text(RUN_VIEW_SQL), {"id": run_or_workflow_id}).mappings().first()
-    return None if row is None else dict(row)

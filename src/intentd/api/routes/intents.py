@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
 
+from intentd.api import reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import CreateIntent, Health, IntentOut, RunAccepted, StartRun
 from intentd.db import runs as q
@@ -17,12 +17,9 @@ router = APIRouter()
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-def healthz(request: Request) -> Any:
+async def healthz(request: Request) -> Any:
     settings = request.app.state.settings
-    try:
-        with request.app.state.engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except OperationalError:
+    if not await reads.ping(request.app.state.read_pool):
         return JSONResponse({"ok": False, "version": settings.app_version, "database": "down"}, status_code=503)
     return {"ok": True, "version": settings.app_version, "database": "up"}
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from intentd.api import reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
     ApprovalAccepted,
@@ -18,7 +19,6 @@ from intentd.api.schemas import (
     RunEvent,
     RunView,
 )
-from intentd.db import runs as q
 from intentd.errors import NotFound, ValidationFailed
 
 router = APIRouter(prefix="/runs")
@@ -28,16 +28,16 @@ _STALE_HEARTBEATS = 3
 
 
 @router.get("/{run_id}", response_model=RunView)
-def get_run(run_id: str, request: Request) -> Any:
+async def get_run(run_id: str, request: Request) -> Any:
     settings = request.app.state.settings
-    with request.app.state.engine.connect() as conn:
-        found = q.run_view_json(conn, run_id)
-        if found is None:
-            raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
-        if found["status"] != "queued" or not found["no_error"]:
-            # The hot path: PostgreSQL already serialized the view; hand its bytes over as they are.
-            return Response(found["view"], media_type="application/json")
-        workers = q.live_workers(conn, settings.worker_heartbeat_seconds * _STALE_HEARTBEATS)
+    pool = request.app.state.read_pool
+    found = await reads.run_view(pool, run_id)
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
+    if found["status"] != "queued" or not found["no_error"]:
+        # The hot path: PostgreSQL already serialized the view; hand its text over as it is.
+        return Response(found["view"], media_type="application/json")
+    workers = await reads.live_workers(pool, settings.worker_heartbeat_seconds * _STALE_HEARTBEATS)
     view = json.loads(found["view"])
     version = found["app_version"]
     if not any(w["app_version"] == version for w in workers):
