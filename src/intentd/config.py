@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Fault injection for the chaos drivers: every step body sleeps this long, widening the windows
     # in which a kill lands mid-step. Zero (off) everywhere else.
     fault_step_delay_seconds: float = Field(0.0, validation_alias="INTENTD_FAULT_STEP_DELAY")
+    # ... and OC_MODE=mock's fake OpenCode takes this long per prompt (a call in flight to kill).
+    fault_oc_delay_seconds: float = Field(0.0, ge=0, validation_alias="INTENTD_FAULT_OC_DELAY")
     # Diagnosis: trace heap allocations with this many frames (0: off); see worker/memory.py.
     tracemalloc_frames: int = Field(0, ge=0, le=100, validation_alias="INTENTD_TRACEMALLOC")
 

@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {
         "INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}",
         "INTENTD_FAULT_STEP_DELAY": str(args.step_delay),
+        "INTENTD_FAULT_OC_DELAY": str(args.oc_delay),
     }
     if args.live:
         from intentd.oc import daemon
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-gap", type=float, default=3.0)
     p.add_argument("--pg-restart-after", type=int, default=2, help="restart PostgreSQL with the Nth worker kill")
     p.add_argument("--step-delay", type=float, default=0.3, help="fault injection: seconds each step body sleeps")
+    p.add_argument(
+        "--oc-delay", type=float, default=0.5, help="mock mode: seconds the fake OpenCode's model takes per prompt"
+    )
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     p.add_argument("--port", type=int, default=3011)
     p.add_argument("--admin-port", type=int, default=3012)

@@ -63,6 +63,6 @@ def open_client(
     timeouts = timeouts or Timeouts()
     transport: httpx.BaseTransport | None = None
     if settings.oc_mode == "mock":
-        transport = (fake or FakeOpenCode()).transport()
+        transport = (fake or FakeOpenCode(model_seconds=settings.fault_oc_delay_seconds)).transport()
     http = httpx.Client(base_url=settings.oc_base_url, transport=transport, timeout=timeouts.for_call(prompt=False))
     return OpenCodeClient(http, store, model=model, timeouts=timeouts)

@@ -86,8 +86,13 @@ _KEEP = 200
 class FakeOpenCode:
     """One fake daemon: sessions and messages in memory, `model_log` = what the model was offered."""
 
-    def __init__(self, config_path: Path = CONFIG_PATH, model_log: RequestLog | None = None) -> None:
+    def __init__(
+        self, config_path: Path = CONFIG_PATH, model_log: RequestLog | None = None, model_seconds: float = 0.0
+    ) -> None:
         self._config: dict[str, Any] = json.loads(config_path.read_text())
+        # How long the "model" thinks per prompt (0: at once). The chaos drivers set it so that a kill
+        # can land while an OpenCode call is in flight, as it would against a real model.
+        self.model_seconds = model_seconds
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._faults: deque[str] = deque()
@@ -214,6 +219,8 @@ class FakeOpenCode:
             raise httpx.ReadTimeout("timed out (the fake daemon never answered)", request=request)  # #8528
         if fault == "http_500":
             return _error(500, "UnknownError", "injected failure")
+        if self.model_seconds:
+            time.sleep(self.model_seconds)
         model: dict[str, Any] = body.get("model") or {"providerID": "fixture", "modelID": scenarios.MODEL_ID}
         if model != {"providerID": "fixture", "modelID": scenarios.MODEL_ID}:
             return _error(500, "UnknownError", f"ProviderModelNotFoundError: {model}")
