@@ -42,7 +42,7 @@ def test_every_endpoint_answers_503_when_the_database_is_unreachable(db_settings
         assert time.monotonic() - started < 30, "a request waited out a long timeout"
 
 
-def test_reads_survive_their_pooled_connections_being_killed(db_settings: Settings, worker: object) -> None:
+def test_reads_survive_their_pooled_connections_being_killed(db_settings: Settings) -> None:
     settings = db_settings.model_copy(update={"app_version": "it"})
     with TestClient(create_app(settings), raise_server_exceptions=True) as client:
         _, run_id = start_run(client)

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import time
 from contextlib import suppress
 
 from intentd.sandbox._procs import UID_RANGE, sandbox_processes
+from intentd.sandbox.limits import setpriv_argv
 from intentd.sandbox.runner import kill_orphans
 
 ORPHAN_UID = UID_RANGE.start + 4242
@@ -33,8 +35,7 @@ def test_only_sandboxes_whose_worker_died_are_killed() -> None:
         [
             "sh",
             "-c",
-            f"setsid /usr/bin/setpriv --reuid={ORPHAN_UID} --regid={ORPHAN_UID} --clear-groups"
-            " sleep 300 >/dev/null 2>&1 & echo $!",
+            f"setsid {shlex.join(setpriv_argv(ORPHAN_UID))} sleep 300 >/dev/null 2>&1 & echo $!",
         ],
         capture_output=True,
         text=True,

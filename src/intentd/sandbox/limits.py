@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 _PRLIMIT = "/usr/bin/prlimit"
+_SETPRIV = "/usr/bin/setpriv"
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,9 @@ def prlimit_argv(limits: SandboxLimits) -> list[str]:
 def tmp_bytes(limits: SandboxLimits) -> int:
     """Size of the private /tmp (a tmpfs, so RAM): a few files of the largest allowed size."""
     return 4 * limits.file_size_bytes
+
+
+def setpriv_argv(uid: int) -> list[str]:
+    """`setpriv … --`: run what follows as host uid/gid `uid` with no supplementary groups. An exec
+    prefix rather than subprocess's own setuid, which forbids vfork and so copies the whole caller."""
+    return [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]

@@ -28,13 +28,12 @@ from pathlib import Path
 from intentd.sandbox._bwrap import SANDBOX_PATH, bwrap_argv, find_bwrap
 from intentd.sandbox._capture import pump
 from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes
-from intentd.sandbox.limits import SandboxLimits, prlimit_argv, tmp_bytes
+from intentd.sandbox.limits import SandboxLimits, prlimit_argv, setpriv_argv, tmp_bytes
 from intentd.sandbox.result import SandboxError, SandboxResult, split_status
 
 __all__ = ["UID_RANGE", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
 
 _TMP_PREFIX = "run-"
-_SETPRIV = "/usr/bin/setpriv"
 
 _uids_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -56,7 +55,7 @@ def run_in_sandbox(
     (fail, crash, hang, flood its output) comes back as a SandboxResult.
     """
     bwrap = find_bwrap()
-    for tool in (prlimit_argv(limits)[0], _SETPRIV):
+    for tool in (prlimit_argv(limits)[0], setpriv_argv(0)[0]):
         if not os.access(tool, os.X_OK):
             raise SandboxError(f"{tool} (util-linux) is not installed")
     workspace = Path(workspace)
@@ -74,9 +73,10 @@ def run_in_sandbox(
 
 def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) -> SandboxResult:
     status_r, status_w = os.pipe()
-    drop = [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     argv = (
-        drop + prlimit_argv(limits) + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
+        setpriv_argv(uid)
+        + prlimit_argv(limits)
+        + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
     )
     started = time.monotonic()
     try:
