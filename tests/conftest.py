@@ -15,7 +15,8 @@ import pytest
 from intentd.config import REPO_ROOT, Settings
 
 TEST_PGPORT = int(os.environ.get("INTENTD_TEST_PGPORT", "55439"))
-TEST_TMP = REPO_ROOT / ".tmp" / "test"
+# One data directory per test server port: engineers (or CI lanes) on different ports share nothing.
+TEST_TMP = REPO_ROOT / ".tmp" / ("test" if TEST_PGPORT == 55439 else f"test-{TEST_PGPORT}")
 
 
 def _server_settings() -> Settings:
