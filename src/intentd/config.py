@@ -39,8 +39,13 @@ class Settings(BaseSettings):
     fault_step_delay_seconds: float = Field(0.0, validation_alias="INTENTD_FAULT_STEP_DELAY")
     # ... and OC_MODE=mock's fake OpenCode takes this long per prompt (a call in flight to kill).
     fault_oc_delay_seconds: float = Field(0.0, ge=0, validation_alias="INTENTD_FAULT_OC_DELAY")
+    # The crash matrix: SIGKILL the worker once per run at this named boundary (intentd.durability.faults).
+    fault_crash_at: str | None = Field(None, validation_alias="INTENTD_FAULT_CRASH_AT")
     # Diagnosis: trace heap allocations with this many frames (0: off); see worker/memory.py.
     tracemalloc_frames: int = Field(0, ge=0, le=100, validation_alias="INTENTD_TRACEMALLOC")
+    # Set by CI runners (CI=true): a live test that would skip (opencode missing) fails instead.
+    # Kept as text: a runner's unusual value must not stop intentd from starting.
+    ci_env: str = Field("", validation_alias="CI")
 
     # OpenCode
     oc_mode: Literal["mock", "live"] = Field("mock", validation_alias="OC_MODE")
@@ -75,6 +80,10 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_system_url(self) -> str:
         return to_sqlalchemy_url(self.system_database_url)
+
+    @property
+    def ci(self) -> bool:
+        return self.ci_env.strip().lower() not in ("", "0", "false", "no", "off")
 
     @property
     def oc_base_url(self) -> str:

@@ -1,4 +1,5 @@
-"""Side-effect ledger: `app.mock_receipts` (one row per effect, keyed by op_key) and `app.artifacts`.
+"""Side-effect ledger: `app.mock_receipts` (one row per effect, keyed by op_key), `app.command_executions`
+(how often each effect was started) and `app.artifacts`.
 
 A step looks its receipt up before acting, so a replay reuses the recorded result; a duplicate
 delivery that gets past that check increments `seen_count`, which the oracles flag.
@@ -30,6 +31,21 @@ def record_receipt(
                 " last_seen_at = now() RETURNING seen_count"
             ),
             {"k": op_key, "r": run_id, "s": step_id, "kind": kind, "p": json.dumps(payload)},
+        ).scalar_one()
+    )
+
+
+def claim_execution(conn: sa.Connection, op_key: str, run_id: str, step_id: str, attempt: int, command: str) -> int:
+    """Count one more start of a side-effecting command, before it runs. Returns its executions."""
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO app.command_executions (op_key, run_id, step_id, attempt, command)"
+                " VALUES (:k, :r, :s, :a, :c)"
+                " ON CONFLICT (op_key) DO UPDATE SET executions = app.command_executions.executions + 1,"
+                " last_started_at = now() RETURNING executions"
+            ),
+            {"k": op_key, "r": run_id, "s": step_id, "a": attempt, "c": command},
         ).scalar_one()
     )
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
+from intentd.durability import faults
 from intentd.errors import PermanentStepError, RetryableStepError, StepError
 from intentd.recipes import Recipe
 from intentd.workflow import projection as proj
@@ -40,7 +41,10 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
             effects.count_execution(conn, run_id, step_id, attempt)
         if res.settings.fault_step_delay_seconds:
             time.sleep(res.settings.fault_step_delay_seconds)
-        return {"ok": True, "output": body()}
+        faults.crash_point(res.settings, f"{step_id}:before", run_id)  # the crash matrix; off unless set
+        output = body()
+        faults.crash_point(res.settings, f"{step_id}:after", run_id)
+        return {"ok": True, "output": output}
     except StepError as exc:
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id)}
     except Exception as exc:
@@ -140,6 +144,7 @@ class _Run:
 
 
 def _wait_for(topic: Topic) -> dict[str, Any]:
+    faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
     while True:
         message = DBOS.recv(topic, timeout_seconds=_WAIT_SLICE_SECONDS)
         if message is not None:

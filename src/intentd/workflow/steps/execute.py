@@ -1,7 +1,8 @@
 """ExecuteST: the plan's acceptance commands, in the bubblewrap sandbox, against the patched workspace.
 
 Each command is one side effect keyed by op_key: a recorded receipt is reused instead of running the
-command again, so a replayed step never executes twice what it already recorded.
+command again, so a replayed step never executes twice what it already recorded. A command whose
+worker died after running it but before recording it does run again: `app.command_executions` counts it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import StepId
+from intentd.durability import faults
 from intentd.errors import PermanentStepError, RetryableStepError
 from intentd.sandbox import SandboxLimits, run_in_sandbox
 from intentd.workflow import resources
@@ -52,7 +54,12 @@ def run(inp: ExecuteInput) -> dict[str, Any]:
         with res.engine.connect() as conn:
             recorded = effects.find_receipt(conn, op_key)
         if recorded is None:
+            # At-least-once, counted: the start is committed before the command runs, so a worker that
+            # dies before the receipt below runs it again on replay and the oracles report it.
+            with res.engine.begin() as conn:
+                effects.claim_execution(conn, op_key, inp.run_id, StepId.execute, inp.attempt, command)
             outcome = _execute_one(command, Path(inp.workspace), limits)
+            faults.crash_point(res.settings, "ExecuteST:ran", inp.run_id)
             with res.engine.begin() as conn:
                 seen = effects.record_receipt(conn, op_key, inp.run_id, StepId.execute, "sandbox_exec", outcome)
                 # A duplicate delivery (seen_count > 1, which the oracles flag) keeps the first result.
@@ -69,6 +76,7 @@ def run(inp: ExecuteInput) -> dict[str, Any]:
                         {"command": command, "truncated": outcome[f"{stream}Truncated"]},
                     )
             recorded = first or outcome
+            faults.crash_point(res.settings, "ExecuteST:receipt", inp.run_id)
         results.append({k: v for k, v in recorded.items() if k not in ("stdout", "stderr")})
         if recorded["outcome"] != "ok":
             detail = {
