@@ -19,6 +19,7 @@ step() {
 
 step "quick (check, unit, integration, crashdemo, contract)" mise run quick
 step "e2e (separate processes over HTTP)" mise run test:e2e
+step "crash matrix (a SIGKILL at each boundary)" mise run test:chaos:matrix
 step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 40 --converge-seconds 150
 step "oracles" mise run oracles
 
