@@ -1,4 +1,6 @@
-"""e2e tier: the worker and the shim as separate processes, driven over HTTP as an operator does."""
+"""e2e tier: the worker and the shim as separate processes, driven over HTTP as an operator does,
+against the real OpenCode daemon and the fixture model (OC_MODE=live; the mock lane is the integration
+tier's). Without opencode installed the e2e stack skips, and fails in CI (`CI` set)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import pytest
 
 from intentd import stack
 from intentd.config import Settings
+from intentd.oc import daemon
 from tests.conftest import make_database
+from tests.integration.oc_helpers import model_log, model_log_mark, start_live_daemon, stop_live_daemon
+from tests.live.wire_proxy import WireProxy
 
 
 def free_port() -> int:
@@ -29,6 +34,35 @@ class Stack:
     worker: stack.Proc
     shim: stack.Proc
     http: httpx.Client
+    live: Settings | None = None  # the daemon + fixture model the worker talks to (OC_MODE=live)
+    proxy: WireProxy | None = None  # records what the worker's wrapper sends the daemon
+
+    def oc_mark(self) -> int:
+        assert self.proxy is not None, "a mock stack has no OpenCode wire"
+        return len(self.proxy.sent())
+
+    def oc_sent(self, since: int = 0) -> list[dict[str, Any]]:
+        """The requests the worker's wrapper sent the real daemon (after `oc_mark()`), on the wire."""
+        assert self.proxy is not None, "a mock stack has no OpenCode wire"
+        return self.proxy.sent()[since:]
+
+    def stop(self) -> None:
+        self.http.close()
+        self.shim.kill()
+        self.worker.kill()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    def model_mark(self) -> int:
+        """The fixture model's request counter now: `model_requests(mark, goal)` reads what came after."""
+        assert self.live is not None, "a mock stack has no fixture model log"
+        return model_log_mark(self.live)
+
+    def model_requests(self, since: int, goal: str) -> list[dict[str, Any]]:
+        """What the daemon sent the fixture model for `goal` since `mark` (compile and build prompts
+        both carry the goal), on the wire."""
+        assert self.live is not None, "a mock stack has no fixture model log"
+        return model_log(self.live, since, goal)
 
     @property
     def base(self) -> str:
@@ -59,7 +93,9 @@ class Stack:
         return self.wait(run_id, lambda r: r["status"] == status, timeout)
 
 
-def start_stack(base: Settings, name: str, oc_mode: str = "mock", app_version: str = "e2e") -> Stack:
+def start_stack(base: Settings, name: str, live: Settings | None = None, app_version: str = "e2e") -> Stack:
+    """Worker + shim on a fresh database; with `live` (a started daemon's settings) OC_MODE=live."""
+    oc_mode = "live" if live is not None else "mock"
     settings = make_database(base, name).model_copy(
         update={"port": free_port(), "admin_port": free_port(), "oc_mode": oc_mode, "app_version": app_version}
     )
@@ -68,6 +104,11 @@ def start_stack(base: Settings, name: str, oc_mode: str = "mock", app_version: s
         "INTENTD_TMP": str(settings.tmp_dir),
         "INTENTD_EXECUTOR_ID": f"e2e-{name}",
     }
+    proxy = None
+    if live is not None:
+        extra |= daemon.client_env(live)  # whatever reaching the daemon takes (URL, ports, credentials)
+        proxy = WireProxy(live.oc_base_url).start()
+        extra["OC_BASE_URL"] = proxy.url  # the worker reaches the daemon through the recorder
     worker = stack.worker(settings, **extra)
     shim = stack.shim(settings, **extra)
     worker.start()
@@ -78,14 +119,22 @@ def start_stack(base: Settings, name: str, oc_mode: str = "mock", app_version: s
     except RuntimeError:
         worker.kill()
         shim.kill()
+        if proxy is not None:
+            proxy.stop()
         raise
-    return Stack(settings, worker, shim, httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30))
+    http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
+    return Stack(settings, worker, shim, http, live, proxy)
+
+
+@pytest.fixture(scope="session")
+def live_daemon() -> Iterator[Settings]:
+    yield start_live_daemon()
+    stop_live_daemon()
 
 
 @pytest.fixture(scope="module")
-def e2e(pg_server: Settings) -> Iterator[Stack]:
-    s = start_stack(pg_server, f"e2e_{uuid.uuid4().hex[:8]}")
+def e2e(pg_server: Settings, live_daemon: Settings) -> Iterator[Stack]:
+    """The operator's stack on the real daemon: walkthroughs A–C run against OpenCode itself."""
+    s = start_stack(pg_server, f"e2e_{uuid.uuid4().hex[:8]}", live=live_daemon)
     yield s
-    s.http.close()
-    s.shim.kill()
-    s.worker.kill()
+    s.stop()

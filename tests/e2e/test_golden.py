@@ -2,7 +2,8 @@
 
 Refresh deliberately with `mise run test:golden:refresh` (INTENTD_GOLDEN_REFRESH=1), then review the diff.
 Only stable states are recorded (a view is taken once the run rests at a gate or has ended), so the
-files do not depend on the worker's timing.
+files do not depend on the worker's timing. The stack runs on the real OpenCode daemon; each
+walkthrough also checks both wires (the worker's requests to the daemon, the model's requests).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from intentd.fixture_model import scenarios
 from intentd.testing import golden
 from tests.conftest import row_counts
 from tests.e2e.conftest import Stack
+from tests.integration.oc_helpers import assert_agent_tools, assert_wire_rules
 
 
 class Walk:
@@ -24,6 +27,7 @@ class Walk:
         self.e2e = e2e
         self.t = golden.Transcript(name)
         self.t.norm.register_path(e2e.settings.tmp_dir, "<tmp>")
+        self.oc_mark, self.model_mark = e2e.oc_mark(), e2e.model_mark()
 
     def call(self, step: str, method: str, path: str, expect: int, **kwargs: Any) -> Any:
         resp = self.e2e.http.request(method, path, **kwargs)
@@ -51,6 +55,22 @@ class Walk:
     def check(self) -> None:
         golden.check(self.t.name, self.t.document())
 
+    def prompts(self) -> list[dict[str, Any]]:
+        """The prompts the worker's wrapper sent the daemon during this walkthrough, and its rules."""
+        sent = self.e2e.oc_sent(self.oc_mark)
+        if sent:
+            assert_wire_rules(sent)
+        return [r["body"] for r in sent if r["method"] == "POST" and r["path"].endswith("/message")]
+
+    def model(self, goal: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(compile, build) requests the model received for `goal`, with the per-agent tool checks."""
+        return assert_agent_tools(self.e2e.model_requests(self.model_mark, goal))
+
+
+def _users(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last user message of each model request (the prompt the daemon forwarded)."""
+    return [[m for m in r["request"]["messages"] if m.get("role") == "user"][-1] for r in requests]
+
 
 def _resting(status: str, next_action: str | None = None, retry_count: int | None = None) -> Any:
     return lambda r: (
@@ -69,6 +89,9 @@ def test_walkthrough_a_golden_path_matches_golden(e2e: Stack) -> None:
     by_workflow = w.call("dual read by workflowId", "GET", f"/runs/{intent_id}", 200)
     assert by_workflow == done
     w.check()
+    assert [p["agent"] for p in w.prompts()] == ["plan", "build"]
+    _, builds = w.model("demo c5")
+    assert builds
 
 
 def test_walkthrough_b_fail_closed_matches_golden_and_writes_nothing(e2e: Stack) -> None:
@@ -98,6 +121,7 @@ def test_walkthrough_b_fail_closed_matches_golden_and_writes_nothing(e2e: Stack)
     w.call("unknown route", "GET", "/no/such/route", 404)
     assert row_counts(e2e.settings.database_url) == before
     w.check()
+    assert w.e2e.oc_sent(w.oc_mark) == []  # refused requests never reach OpenCode
 
 
 def test_walkthrough_c_hitl_input_then_approval_matches_golden(e2e: Stack) -> None:
@@ -112,6 +136,12 @@ def test_walkthrough_c_hitl_input_then_approval_matches_golden(e2e: Stack) -> No
     w.view("succeeded", run_id, _resting("succeeded"))
     w.call("input to an ended run", "POST", f"/runs/{run_id}/events", 409, json={"type": "input", "payload": {}})
     w.check()
+    # Compile with the question, compile again with the answer, then build.
+    assert [p["agent"] for p in w.prompts()] == ["plan", "plan", "build"]
+    compiles, builds = w.model("ask user")
+    assert len(compiles) == 2 and builds
+    asked = [scenarios.parse_block(scenarios.COMPILE_TAG, scenarios.message_text(m)) for m in _users(compiles)]
+    assert [a["answers"] for a in asked if a] == [None, {"answer": "42"}]
 
 
 def test_walkthrough_c_fail_me_retries_exceeded_and_retry_match_golden(e2e: Stack) -> None:
@@ -132,6 +162,8 @@ def test_walkthrough_c_fail_me_retries_exceeded_and_retry_match_golden(e2e: Stac
     w.call("retry", "POST", f"/runs/{run_id}/retry", 202)
     w.view("retries exceeded again", run_id, _resting("retries_exceeded", "retry", retry_count=1))
     w.check()
+    # The retry resumed at ExecuteST: the plan and the build were not asked for again.
+    assert [p["agent"] for p in w.prompts()] == ["plan", "build"]
 
 
 # The normaliser itself (no stack needed) ---------------------------------------------------------

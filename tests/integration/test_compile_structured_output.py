@@ -7,7 +7,7 @@ import json
 
 from intentd.domain import Plan, plan_json_schema
 from intentd.oc import render_compile_prompt
-from tests.integration.oc_helpers import OcHarness, oc_mock  # noqa: F401
+from tests.integration.oc_helpers import OcHarness, assert_wire_rules, oc_mock  # noqa: F401
 
 
 def test_compile_returns_the_structured_plan(oc: OcHarness) -> None:
@@ -30,8 +30,6 @@ def test_compile_returns_the_structured_plan(oc: OcHarness) -> None:
 
 
 def test_compile_sends_the_format_and_never_lists_messages(oc: OcHarness) -> None:
-    if oc.fake is None:
-        return  # the daemon's wire is only visible in mock mode
     oc.client.compile_plan(
         key=oc.key(),
         directory=oc.workspace(),
@@ -41,6 +39,7 @@ def test_compile_sends_the_format_and_never_lists_messages(oc: OcHarness) -> Non
     [prompt] = oc.wire("POST", "/message")
     assert prompt["body"]["format"] == {"type": "json_schema", "schema": plan_json_schema()}
     assert oc.wire("GET", "/message") == []  # #26929
+    assert_wire_rules(oc.wire())
 
 
 def test_questions_then_answers(oc: OcHarness) -> None:

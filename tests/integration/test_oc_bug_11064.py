@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from intentd.domain import plan_json_schema
 from intentd.oc import render_compile_prompt
-from tests.integration.oc_helpers import OcHarness, oc_mock  # noqa: F401
+from tests.integration.oc_helpers import OcHarness, assert_wire_rules, oc_mock  # noqa: F401
 
 
 def test_listing_after_a_format_prompt_answers_400(oc: OcHarness) -> None:
@@ -35,5 +35,8 @@ def test_the_wrapper_gets_the_plan_without_listing(oc: OcHarness) -> None:
         schema=plan_json_schema(),
     )
     assert plan["files"] == ["intentd/no-listing.md"]
-    if oc.fake is not None:
-        assert oc.wire("GET", "/message") == []
+    # On the wrapper's wire (mock and live alike): one format prompt, and no listing at all.
+    [prompt] = oc.wire("POST", "/message")
+    assert prompt["body"]["format"]["type"] == "json_schema"
+    assert oc.wire("GET", "/message") == []
+    assert_wire_rules(oc.wire())

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from intentd.domain import plan_json_schema
 from intentd.oc import DENIED_PLAN_TOOLS, render_build_prompt, render_compile_prompt
-from tests.integration.oc_helpers import PLAN_DENIED_ON_WIRE, OcHarness, oc_mock, offered  # noqa: F401
+from tests.integration.oc_helpers import (  # noqa: F401
+    PLAN_DENIED_ON_WIRE,
+    OcHarness,
+    assert_wire_rules,
+    oc_mock,
+    offered,
+)
 
 
 def test_plan_agent_is_never_offered_a_denied_tool(oc: OcHarness) -> None:
@@ -37,8 +43,7 @@ def test_build_agent_gets_file_tools_but_no_shell_or_web(oc: OcHarness) -> None:
 
 
 def test_the_deny_is_in_the_session_rules_and_the_prompt_tools_map(oc: OcHarness) -> None:
-    if oc.fake is None:
-        return  # the daemon's own wire is only visible in mock mode; the model's wire is checked above
+    """The wrapper's own wire (its request hook, live too): deny rules on the session, `tools` off."""
     oc.client.compile_plan(
         key=oc.key(),
         directory=oc.workspace(),
@@ -51,6 +56,22 @@ def test_the_deny_is_in_the_session_rules_and_the_prompt_tools_map(oc: OcHarness
     [prompt] = oc.wire("POST", "/message")
     assert prompt["body"]["agent"] == "plan"
     assert all(prompt["body"]["tools"][t] is False for t in DENIED_PLAN_TOOLS)
+    assert_wire_rules(oc.wire())
+
+
+def test_the_build_agent_session_denies_shell_and_web_but_not_files(oc: OcHarness) -> None:
+    ws = oc.workspace()
+    plan = oc.client.compile_plan(
+        key=oc.key(), directory=ws, prompt=render_compile_prompt("build rules", {}, {}, None), schema=plan_json_schema()
+    )
+    oc.client.build(key=oc.key("build", "ApplyPatchST"), directory=ws, prompt=render_build_prompt("build rules", plan))
+    _, build_session = oc.wire("POST", "/session")
+    denied = {r["permission"] for r in build_session["body"]["permission"] if r["action"] == "deny"}
+    assert {"bash", "webfetch", "websearch", "task", "question"} <= denied and not denied & {"edit", "write"}
+    _, build_prompt = oc.wire("POST", "/message")
+    assert build_prompt["body"]["agent"] == "build" and "format" not in build_prompt["body"]
+    assert build_prompt["body"]["tools"]["bash"] is False and "write" not in build_prompt["body"]["tools"]
+    assert_wire_rules(oc.wire(), {ws})
 
 
 def test_the_loaded_plan_agent_rules_deny_the_tools(oc: OcHarness) -> None:

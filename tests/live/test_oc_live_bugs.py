@@ -1,4 +1,5 @@
-"""The daemon bugs the wrapper guards against, on the real 1.18.33 daemon: #8528, #6396, #26929."""
+"""The daemon bugs the wrapper guards against, on the real 1.18.33 daemon: #8528, #6396, #26929.
+Each asserts on the wire: what the wrapper sent (its request hook) and what the model was offered."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ pytestmark = pytest.mark.live
 def test_live_8528_no_request_has_parent_id(oc_live: OcHarness) -> None:
     bug8528.test_session_requests_cannot_carry_parent_id()
     bug8528.test_no_request_the_wrapper_sends_has_parent_id(oc_live)
+
+
+def test_live_6396_every_session_request_passes_the_directory(oc_live: OcHarness) -> None:
+    bug6396.test_every_wrapper_request_to_a_session_passes_the_directory(oc_live)
 
 
 def test_live_6396_rules_with_directory_deny(oc_live: OcHarness) -> None:

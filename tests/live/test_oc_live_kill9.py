@@ -16,7 +16,7 @@ from intentd.config import Settings
 from intentd.domain import plan_json_schema
 from intentd.oc import OpenCodeUnavailable, render_compile_prompt
 from intentd.oc import daemon as oc_daemon
-from tests.integration.oc_helpers import OcHarness
+from tests.integration.oc_helpers import OcHarness, assert_wire_rules
 
 pytestmark = pytest.mark.live
 
@@ -58,4 +58,10 @@ def test_kill9_mid_prompt_then_retry_leaves_one_row(oc_live: OcHarness, live_dae
     rows = oc_live.rows(key.op_key)
     assert len(rows) == 1
     assert (rows[0]["status"], rows[0]["claims"], rows[0]["response"]["structured"]) == ("completed", 2, plan)
+    # On the wire: the retry opened a fresh session (the killed daemon's is gone), prompted once more,
+    # and the model saw the goal exactly twice (the killed prompt and the retried one).
+    assert len(oc_live.wire("POST", "/session")) == 2 and len(oc_live.wire("POST", "/message")) == 2
+    assert_wire_rules(oc_live.wire(), {ws})
+    seen = [e for e in oc_live.model_requests(mark) if goal in json.dumps(e["request"])]
+    assert len(seen) == 2, [e["seq"] for e in seen]
     print(f"daemon restart after kill -9: {restart:.2f}s")

@@ -4,7 +4,6 @@ SQL oracles. Also the "fail me" and "ask user" scenarios end where the course sa
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,30 +14,21 @@ import pytest
 from intentd import oracles
 from intentd.config import Settings
 from tests.e2e.conftest import Stack, start_stack
+from tests.integration.oc_helpers import assert_agent_tools, assert_wire_rules
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture(scope="module")
 def live_stack(pg_server: Settings, live_daemon: Settings) -> Iterator[Stack]:
-    # The worker reads OC_BASE_URL from its environment, inherited from this process.
-    saved = os.environ.get("OC_BASE_URL")
-    os.environ["OC_BASE_URL"] = live_daemon.oc_base_url
-    try:
-        s = start_stack(pg_server, f"oc_live_{uuid.uuid4().hex[:8]}", oc_mode="live", app_version="oc-live")
-    finally:
-        if saved is None:
-            os.environ.pop("OC_BASE_URL", None)
-        else:
-            os.environ["OC_BASE_URL"] = saved
+    s = start_stack(pg_server, f"oc_live_{uuid.uuid4().hex[:8]}", live=live_daemon, app_version="oc-live")
     yield s
-    s.http.close()
-    s.shim.kill()
-    s.worker.kill()
+    s.stop()
 
 
 def test_live_intent_succeeds_with_a_diff_and_clean_oracles(live_stack: Stack) -> None:
     t0 = time.monotonic()
+    model_mark, oc_mark = live_stack.model_mark(), live_stack.oc_mark()
     intent_id, run_id = live_stack.run("demo c5", traceId="oc-live-smoke")
     waiting = live_stack.wait_status(run_id, "waiting_input", timeout=120)
     compiled = time.monotonic() - t0
@@ -56,6 +46,9 @@ def test_live_intent_succeeds_with_a_diff_and_clean_oracles(live_stack: Stack) -
     assert sorted(calls) == [("build", "completed"), ("compile", "completed")]
     violations = {name: rows for name, rows in oracles.check(live_stack.settings.database_url).items() if rows}
     assert violations == {}
+    assert_wire_rules(live_stack.oc_sent(oc_mark))
+    _, builds = assert_agent_tools(live_stack.model_requests(model_mark, "demo c5"))
+    assert builds
     print(f"live run: start→waiting_input {compiled:.2f}s, approve→succeeded {applied:.2f}s")
 
 

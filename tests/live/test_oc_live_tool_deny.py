@@ -20,6 +20,14 @@ def test_live_build_agent_gets_file_tools_only(oc_live: OcHarness) -> None:
     deny.test_build_agent_gets_file_tools_but_no_shell_or_web(oc_live)
 
 
+def test_live_deny_is_in_the_session_rules_and_the_prompt_tools_map(oc_live: OcHarness) -> None:
+    deny.test_the_deny_is_in_the_session_rules_and_the_prompt_tools_map(oc_live)
+
+
+def test_live_build_session_denies_shell_and_web_but_not_files(oc_live: OcHarness) -> None:
+    deny.test_the_build_agent_session_denies_shell_and_web_but_not_files(oc_live)
+
+
 def test_live_loaded_plan_rules_deny_the_tools(oc_live: OcHarness) -> None:
     deny.test_the_loaded_plan_agent_rules_deny_the_tools(oc_live)
 

@@ -7,6 +7,8 @@ the transport — requests, op_key replay, error mapping — is the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 
 from intentd.config import Settings
@@ -54,15 +56,17 @@ def open_client(
     *,
     timeouts: Timeouts | None = None,
     model: ModelRef | None = None,
+    on_request: Callable[[httpx.Request], None] | None = None,
 ) -> OpenCodeClient:
     """OC_MODE=live → the daemon at settings.oc_base_url; OC_MODE=mock → `fake` (a new one if None).
 
     `model` None lets the daemon use its configured default (the fixture model, or a real provider
-    configured in the OpenCode config); timeouts default to connect 3 s, prompt 600 s.
+    configured in the OpenCode config); timeouts default to connect 3 s, prompt 600 s. `on_request`
+    sees every request the wrapper sends (tests record the wire with it).
     """
     timeouts = timeouts or Timeouts()
     transport: httpx.BaseTransport | None = None
     if settings.oc_mode == "mock":
         transport = (fake or FakeOpenCode(model_seconds=settings.fault_oc_delay_seconds)).transport()
     http = httpx.Client(base_url=settings.oc_base_url, transport=transport, timeout=timeouts.for_call(prompt=False))
-    return OpenCodeClient(http, store, model=model, timeouts=timeouts)
+    return OpenCodeClient(http, store, model=model, timeouts=timeouts, on_request=on_request)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -105,8 +106,18 @@ class OpenCodeClient:
     """Synchronous (the workflow's steps run in threads). Thread-safe: httpx.Client is."""
 
     def __init__(
-        self, http: httpx.Client, store: CallStore, *, model: ModelRef | None = None, timeouts: Timeouts | None = None
+        self,
+        http: httpx.Client,
+        store: CallStore,
+        *,
+        model: ModelRef | None = None,
+        timeouts: Timeouts | None = None,
+        on_request: Callable[[httpx.Request], None] | None = None,
     ) -> None:
+        # `on_request` sees every request the wrapper sends (an httpx event hook): tests record the
+        # wire with it, so live runs prove what was sent (no parentID, the directory, no listing).
+        if on_request is not None:
+            http.event_hooks["request"].append(on_request)
         self._http = http
         self._store = store
         self._model = model
