@@ -7,6 +7,7 @@ import os
 import sys
 
 from intentd.config import get_settings
+from intentd.hardening import restrict_umask
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -35,11 +36,19 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _psql(rest: list[str]) -> int:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     from intentd.db import server
 
     settings = get_settings()
     psql = str(server.psql_path())
-    os.execv(psql, [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", settings.database_url, *rest])
+    # A password written into DATABASE_URL goes to psql through its environment: a command line is
+    # readable by every local user (ps). The embedded server's is read by libpq from its passfile.
+    params = {k: str(v) for k, v in conninfo_to_dict(settings.database_url).items() if v is not None}
+    env = dict(os.environ)
+    if "password" in params:
+        env["PGPASSWORD"] = params.pop("password")
+    os.execve(psql, [psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**params), *rest], env)
 
 
 def _oracles(args: argparse.Namespace) -> int:
@@ -62,6 +71,7 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()  # what any command writes (logs, pidfiles, the database's files) is ours alone
     parser = argparse.ArgumentParser(prog="intentd")
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="embedded PostgreSQL and migrations")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,7 +68,15 @@ class Settings(BaseSettings):
         """libpq/psycopg URL of the database holding schema `app` (and, by default, DBOS's)."""
         if self.database_url_env:
             return self.database_url_env
-        return f"postgresql://postgres@{self.pghost}:{self.pgport}/{self.app_database}"
+        # The embedded server's password stays in its 0600 file: libpq reads it (passfile), so it is
+        # never in a URL, an environment variable or a command line.
+        passfile = quote(str(self.pg_password_file))
+        return f"postgresql://postgres@{self.pghost}:{self.pgport}/{self.app_database}?passfile={passfile}"
+
+    @property
+    def pg_password_file(self) -> Path:
+        """The embedded PostgreSQL's password, a libpq password file (0600) made by `mise run db:up`."""
+        return self.tmp_dir / "pg-password"
 
     @property
     def system_database_url(self) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from intentd.config import REPO_ROOT, Settings, get_settings
+from intentd.hardening import PRIVATE_UMASK, open_private, private_dir, restrict_umask, write_private
 
 
 @dataclass
@@ -30,8 +31,9 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> int:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
+        # Our children, their logs and pidfiles are private whatever the caller's umask (pytest's is
+        # 022): a log holds goals, plans and the agent's output.
+        with open(open_private(self.log), "ab") as out:
             self.popen = subprocess.Popen(
                 self.argv,
                 env=self.env,
@@ -39,8 +41,9 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,
             )
-        self.pidfile.write_text(str(self.popen.pid))
+        write_private(self.pidfile, str(self.popen.pid))
         return self.popen.pid
 
     @property
@@ -117,8 +120,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def _python_proc(settings: Settings, role: str, module: str, port: int, tag: str, extra: dict[str, str]) -> Proc:
     """A Python process of ours, logged to .tmp/<role><tag>-<port>.log with its pidfile under .tmp/run/."""
-    run = settings.tmp_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
+    run = private_dir(settings.tmp_dir / "run")
     name = f"{role}{tag}-{port}"
     return Proc(
         f"{role}{tag}",
@@ -170,5 +172,6 @@ def down(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
+    restrict_umask()
     action = sys.argv[1] if len(sys.argv) > 1 else "up"
     (up if action == "up" else down)(get_settings())

@@ -9,9 +9,11 @@ import uvicorn
 
 from intentd.api.app import create_app
 from intentd.config import get_settings
+from intentd.hardening import restrict_umask
 
 
 def main() -> None:
+    restrict_umask()
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
     settings = get_settings()
     uvicorn.run(

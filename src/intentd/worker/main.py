@@ -23,6 +23,7 @@ from intentd import __version__
 from intentd.config import Settings, get_settings
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine, datasource_pool_size
+from intentd.hardening import restrict_umask
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.sandbox import runner as sandbox_runner
@@ -167,6 +168,7 @@ def _rss_kb() -> int:
 
 
 def main() -> None:
+    restrict_umask()  # workspaces, artifacts and logs: readable by this account alone
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
