@@ -87,6 +87,8 @@ class Workload(BaseModel):
     concurrency: int = Field(1, ge=1)
     steps: int = Field(4, ge=1)
     sandbox_minutes: float = Field(1.0, gt=0, alias="sandboxMinutes")
+    # The size of the tmpfs holding the sandbox's workspace copy (RAM, charged to its cgroup).
+    sandbox_disk_mb: int = Field(256, ge=1, alias="sandboxDiskMb")
 
 
 # The hand-off between shim and worker: the workflow's registered name and its message topics.

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from intentd.domain import Workload
 
 DEFAULT_RECIPE = "sandbox-default"
-WORKLOAD_FIELDS = ("concurrency", "steps", "sandboxMinutes")
+WORKLOAD_FIELDS = ("concurrency", "steps", "sandboxMinutes", "sandboxDiskMb")
 
 
 class RetryPolicy(BaseModel):
@@ -31,6 +31,37 @@ class RetryPolicy(BaseModel):
         return float(min(self.backoff_seconds * (2 ** (attempt - 1)), self.backoff_max_seconds))
 
 
+class SandboxPolicy(BaseModel):
+    """The recipe's `sandbox` table: what every sandbox of its runs is held to, whatever the workload.
+
+    Defaults apply to recipes (and runs enqueued) from before the table existed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_concurrency: int = Field(2, ge=1, le=64)  # sandboxes one worker runs at once
+    max_commands: int = Field(4, ge=1, le=64)  # acceptance commands per plan (and <= workload.steps)
+    max_command_bytes: int = Field(4096, ge=16, le=65536)
+    memory_mb: int = Field(1024, ge=64)  # all the sandbox's processes together (its cgroup)
+    max_processes: int = Field(64, ge=8, le=4096)
+    shm_mb: int = Field(64, ge=1)  # /dev/shm
+
+
+class SandboxBounds(BaseModel):
+    """One run's sandbox bounds: the recipe's policy with the workload's own numbers folded in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Defaults: the policy's and the workload's, for a step input recorded before bounds travelled.
+    max_commands: int = 4
+    max_command_bytes: int = 4096
+    worker_concurrency: int = 2
+    memory_mb: int = 1024
+    max_processes: int = 64
+    shm_mb: int = 64
+    disk_mb: int = 256  # workload.sandboxDiskMb
+    cpus: int = 1  # workload.concurrency: the sandbox's CPU quota, in cores
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +72,7 @@ class Recipe(BaseModel):
     defaults: dict[str, int | float]
     execute_retry_on: list[Literal["exit", "timeout", "signal"]]
     retry: RetryPolicy
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
     def breaches(self, workload: dict[str, Any]) -> list[dict[str, Any]]:
         """Every field over its cap, with limit and value (empty when within caps)."""
@@ -53,6 +85,22 @@ class Recipe(BaseModel):
     def resolve_workload(self, given: dict[str, Any] | None) -> Workload:
         merged = {**self.defaults, **(given or {})}
         return Workload.model_validate(merged)
+
+    def sandbox_bounds(self, workload: dict[str, Any]) -> SandboxBounds:
+        """Enforcement of the workload: `steps` caps the acceptance commands (with the recipe's
+        `max_commands`), `concurrency` is the CPU quota in cores, `sandboxDiskMb` the workspace size.
+        A workload recorded before a field existed gets the recipe's default, then the model's."""
+        w = Workload.model_validate({**self.defaults, **workload})
+        return SandboxBounds(
+            max_commands=min(w.steps, self.sandbox.max_commands),
+            max_command_bytes=self.sandbox.max_command_bytes,
+            worker_concurrency=self.sandbox.worker_concurrency,
+            memory_mb=self.sandbox.memory_mb,
+            max_processes=self.sandbox.max_processes,
+            shm_mb=self.sandbox.shm_mb,
+            disk_mb=w.sandbox_disk_mb,
+            cpus=w.concurrency,
+        )
 
 
 @lru_cache(maxsize=4)

@@ -198,3 +198,29 @@ def test_run_dirs_of_dead_processes_are_swept(workspace: Path, tmp_base: Path) -
     assert not orphan.exists()
     assert mine.exists()  # a live process's run dir is left alone
     mine.rmdir()
+
+
+def test_the_minimal_etc_still_serves_common_commands(workspace: Path, tmp_base: Path) -> None:
+    r = run(
+        "id -un; python3 -c 'import ssl, socket; print(ssl.get_default_verify_paths().openssl_cafile)'; "
+        "test -r /etc/ssl/certs/ca-certificates.crt && echo CA; git --version >/dev/null && echo GIT; "
+        "python3 -c 'import socket; print(socket.getservbyname(\"https\"))'",
+        workspace,
+        tmp_base,
+    )
+    assert r.outcome == "ok", r
+    lines = r.stdout.split()
+    assert lines[0] == "sandbox" and "CA" in lines and "GIT" in lines and lines[-1] == "443", r
+
+
+def test_common_tools_run_under_the_seccomp_filter(workspace: Path, tmp_base: Path) -> None:
+    r = run(
+        "python3 -c 'import subprocess, threading, multiprocessing as m; "
+        "t = threading.Thread(target=print); t.start(); t.join(); "
+        'print(subprocess.run(["true"]).returncode); print(m.Pool(2).map(abs, [-1, -2]))\'; '
+        "tar -cf /tmp/x.tar README.md && echo TAR",
+        workspace,
+        tmp_base,
+    )
+    assert r.outcome == "ok", r
+    assert "0" in r.stdout and "[1, 2]" in r.stdout and "TAR" in r.stdout, r

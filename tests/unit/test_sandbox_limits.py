@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from intentd.sandbox import SandboxLimits, SandboxResult
+from intentd.sandbox import SandboxLimits, SandboxResult, seccomp
 from intentd.sandbox._bwrap import SANDBOX_ENV, WORKSPACE, bwrap_argv
 from intentd.sandbox._capture import CappedBuffer
-from intentd.sandbox.limits import prlimit_argv, tmp_bytes
+from intentd.sandbox.limits import group_memory_bytes, prlimit_argv, tmp_bytes
 from intentd.sandbox.result import split_status
 
 
@@ -111,7 +111,16 @@ def test_capped_buffer_decodes_a_cut_character_with_replacement() -> None:
 
 
 def test_bwrap_command_line_isolates() -> None:
-    argv = bwrap_argv("/usr/bin/bwrap", Path("/tmp/x/workspace"), "echo hi", status_fd=7, tmp_bytes=1024)
+    argv = bwrap_argv(
+        "/usr/bin/bwrap",
+        Path("/tmp/x/workspace"),
+        "echo hi",
+        status_fd=7,
+        tmp_bytes=1024,
+        shm_bytes=512,
+        seccomp_fd=8,
+        etc_fds={"/etc/passwd": 9},
+    )
     for flag in (
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
         "--die-with-parent", "--new-session", "--clearenv", "--disable-userns",
@@ -122,9 +131,29 @@ def test_bwrap_command_line_isolates() -> None:
     i = argv.index("--bind")
     assert argv[i + 1 : i + 3] == ["/tmp/x/workspace", WORKSPACE]
     assert argv.count("--bind") == 1  # everything else is bound read-only
-    # The root is remounted read-only after every mount is in place.
-    assert argv.index("--remount-ro") > max(n for n, a in enumerate(argv) if a in ("--bind", "--ro-bind", "--tmpfs"))
+    # The root is remounted read-only after every mount is in place; /dev too, after its sized /dev/shm.
+    last_ro = max(n for n, a in enumerate(argv) if a == "--remount-ro")
+    assert argv[last_ro + 1] == "/"
+    assert last_ro > max(n for n, a in enumerate(argv) if a in ("--bind", "--ro-bind", "--tmpfs"))
+    shm = argv.index("/dev/shm")
+    assert argv[shm - 2 : shm] == ["512", "--tmpfs"]
+    assert argv[argv.index("/dev/shm") + 1 : argv.index("/dev/shm") + 3] == ["--remount-ro", "/dev"]
+    assert argv[argv.index("--seccomp") + 1] == "8"
+    assert argv[argv.index("/etc/passwd") - 1] == "9"  # generated, not the host's
+    host_etc = [argv[n + 1] for n, a in enumerate(argv) if a == "--ro-bind" and argv[n + 1].startswith("/etc")]
+    assert "/etc" not in host_etc and "/etc/shadow" not in host_etc and "/etc/passwd" not in host_etc
     assert argv[argv.index("--json-status-fd") + 1] == "7"
     env = {argv[n + 1]: argv[n + 2] for n, a in enumerate(argv) if a == "--setenv"}
     assert env == SANDBOX_ENV
     assert set(env) == {"PATH", "HOME", "LANG"} and env["HOME"] == WORKSPACE
+
+
+def test_group_memory_adds_every_tmpfs_budget() -> None:
+    limits = SandboxLimits(wall_seconds=1, group_memory_bytes=100, disk_bytes=10, shm_bytes=1, file_size_bytes=2)
+    assert group_memory_bytes(limits) == 100 + 10 + 1 + tmp_bytes(limits)
+
+
+def test_seccomp_filter_is_built_once_and_cached() -> None:
+    first = seccomp.filter_bpf()
+    assert len(first) % 8 == 0 and len(first) > 8 * 20  # struct sock_filter entries
+    assert seccomp.filter_bpf() is first

@@ -59,6 +59,7 @@ class WorkloadIn(Strict):
     concurrency: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     sandbox_minutes: int | float | None = Field(None, gt=0, alias="sandboxMinutes")
+    sandbox_disk_mb: int | None = Field(None, ge=1, alias="sandboxDiskMb")
 
 
 class StartRun(Strict):

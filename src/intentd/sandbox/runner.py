@@ -8,11 +8,16 @@ created by root maps its users onto uid 0. So bubblewrap is started as an unused
 taken from `UID_RANGE` (by util-linux `setpriv`, which lets `subprocess` spawn with vfork instead of
 copying the whole worker, as its own setuid would); its processes then count against their own
 RLIMIT_NPROC, no other sandbox's, and can be found by uid if one leaked.
+
+Around that: the command joins its own cgroup before bubblewrap starts (`cgroups`), runs under a
+seccomp deny-list (`seccomp`), sees a generated /etc, and works in a size-limited tmpfs copy of the
+workspace (`_workspace`). At most `limits.worker_concurrency` sandboxes run at once in a worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -25,18 +30,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from intentd.sandbox._bwrap import SANDBOX_PATH, bwrap_argv, find_bwrap
+from intentd.sandbox import cgroups, seccomp
+from intentd.sandbox._bwrap import ETC_GENERATED, SANDBOX_PATH, bwrap_argv, find_bwrap
 from intentd.sandbox._capture import pump
 from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes
-from intentd.sandbox.limits import SandboxLimits, prlimit_argv, setpriv_argv, tmp_bytes
+from intentd.sandbox._workspace import unmount_under, workspace_copy
+from intentd.sandbox.limits import SandboxLimits, group_memory_bytes, prlimit_argv, setpriv_argv, tmp_bytes
 from intentd.sandbox.result import SandboxError, SandboxResult, split_status
 
-__all__ = ["UID_RANGE", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
+__all__ = ["UID_RANGE", "cgroup_support", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
+
+log = logging.getLogger(__name__)
 
 _TMP_PREFIX = "run-"
 
 _uids_lock = threading.Lock()
 _uids_in_use: set[int] = set()
+
+# The worker's sandboxes running now: one count for the process, each caller waiting for fewer
+# than its own limits.worker_concurrency.
+_slots = threading.Condition()
+_running = 0
+
+_cgroups_lock = threading.Lock()
+_cgroups: cgroups.Cgroups | None = None
+
+
+def cgroup_support() -> cgroups.Cgroups:
+    """Where this worker's sandbox cgroups go (probed once), or why there are none."""
+    global _cgroups
+    with _cgroups_lock:
+        if _cgroups is None:
+            _cgroups = cgroups.detect()
+            if _cgroups.available:
+                log.info("sandbox cgroups: %s", _cgroups.reason)
+            else:
+                log.warning(
+                    "sandbox cgroups UNAVAILABLE (%s): each sandbox is bounded by per-process rlimits only, "
+                    "not as a whole", _cgroups.reason,
+                )  # fmt: skip
+        return _cgroups
+
+
+@contextmanager
+def _worker_slot(limit: int) -> Iterator[None]:
+    global _running
+    with _slots:
+        _slots.wait_for(lambda: _running < limit)
+        _running += 1
+    try:
+        yield
+    finally:
+        with _slots:
+            _running -= 1
+            _slots.notify_all()
 
 
 def default_tmp_base() -> Path:
@@ -58,25 +105,79 @@ def run_in_sandbox(
     for tool in (prlimit_argv(limits)[0], setpriv_argv(0)[0]):
         if not os.access(tool, os.X_OK):
             raise SandboxError(f"{tool} (util-linux) is not installed")
+    if len(command.encode()) > limits.max_command_bytes:
+        raise SandboxError(f"command is {len(command.encode())} bytes, over the limit of {limits.max_command_bytes}")
     workspace = Path(workspace)
     if not workspace.is_dir():
         raise SandboxError(f"workspace {workspace} is not a directory")
-    with _host_uid() as uid, _run_dir(tmp_base or default_tmp_base()) as run_dir:
-        copy = run_dir / "workspace"
-        try:
-            shutil.copytree(workspace, copy, symlinks=True)
-        except (OSError, shutil.Error) as exc:
-            raise SandboxError(f"could not copy workspace {workspace}: {exc}") from exc
-        _chown_tree(copy, uid)
-        return _run(bwrap, command, copy, limits, uid)
+    try:
+        bpf = seccomp.filter_bpf()
+    except seccomp.SeccompUnavailable as exc:
+        raise SandboxError(f"no seccomp filter: {exc}") from exc
+    with (
+        _worker_slot(limits.worker_concurrency),
+        _host_uid() as uid,
+        _run_dir(tmp_base or default_tmp_base()) as run_dir,
+        workspace_copy(workspace, run_dir / "workspace", limits.disk_bytes, uid) as copy,
+        _cgroup(run_dir.name, limits) as group,
+    ):
+        return _run(bwrap, command, copy, limits, uid, bpf, group)
 
 
-def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) -> SandboxResult:
+@contextmanager
+def _cgroup(name: str, limits: SandboxLimits) -> Iterator[cgroups.SandboxCgroup | None]:
+    support = cgroup_support()
+    if not support.available:
+        yield None
+        return
+    bounds = cgroups.CgroupLimits(group_memory_bytes(limits), limits.max_processes, float(limits.cpus))
+    try:
+        group = support.create(name, bounds)
+    except OSError as exc:
+        raise SandboxError(f"could not create the sandbox's cgroup {name}: {exc}") from exc
+    try:
+        yield group
+    finally:
+        if not group.remove():
+            log.warning("sandbox cgroup %s could not be removed", name)
+
+
+def _data_pipe(data: bytes) -> int:
+    """A pipe's read end already holding `data` (small: it fits the pipe's buffer)."""
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
+
+
+def _run(
+    bwrap: str,
+    command: str,
+    copy: Path,
+    limits: SandboxLimits,
+    uid: int,
+    bpf: bytes,
+    group: cgroups.SandboxCgroup | None,
+) -> SandboxResult:
     status_r, status_w = os.pipe()
+    inputs = {"seccomp": _data_pipe(bpf)} | {path: _data_pipe(data) for path, data in ETC_GENERATED.items()}
+    seccomp_fd = inputs.pop("seccomp")
     argv = (
-        setpriv_argv(uid)
+        (cgroups.join_argv(group) if group is not None else [])
+        + setpriv_argv(uid)
         + prlimit_argv(limits)
-        + bwrap_argv(bwrap, copy, command, status_fd=status_w, tmp_bytes=tmp_bytes(limits))
+        + bwrap_argv(
+            bwrap,
+            copy,
+            command,
+            status_fd=status_w,
+            tmp_bytes=tmp_bytes(limits),
+            shm_bytes=limits.shm_bytes,
+            seccomp_fd=seccomp_fd,
+            etc_fds=inputs,
+        )
     )
     started = time.monotonic()
     try:
@@ -87,13 +188,14 @@ def _run(bwrap: str, command: str, copy: Path, limits: SandboxLimits, uid: int) 
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},  # not even bwrap sees the host's secrets
-                pass_fds=(status_w,),
+                pass_fds=(status_w, seccomp_fd, *inputs.values()),
                 process_group=0,  # its own group, so the whole tree can be killed at once
             )
         except OSError as exc:
             raise SandboxError(f"could not start bubblewrap: {exc}") from exc
     finally:
-        os.close(status_w)
+        for fd in (status_w, seccomp_fd, *inputs.values()):
+            os.close(fd)
     try:
         captured = pump(proc, started + limits.wall_seconds, limits.output_bytes, lambda: _kill_tree(proc))
         returncode = proc.wait()
@@ -185,7 +287,7 @@ def _run_dir(base: Path) -> Iterator[Path]:
         if not base.is_dir():
             base.mkdir(parents=True, exist_ok=True)
             base.chmod(0o711)  # not subject to the umask, unlike mkdir's mode
-        _sweep_orphans(base)
+        _sweep_orphans(base)  # before a new run dir: its name must not be taken for a dead one
         run_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=base))
         run_dir.chmod(0o711)
     except OSError as exc:
@@ -204,6 +306,7 @@ def _sweep_orphans(base: Path) -> None:
         owner = entry.removeprefix(_TMP_PREFIX).split("-", 1)[0]
         if not entry.startswith(_TMP_PREFIX) or not owner.isdigit() or _alive(int(owner)):
             continue
+        unmount_under(base / entry)  # its workspace tmpfs: rmtree would empty it, not remove it
         shutil.rmtree(base / entry, ignore_errors=True)
 
 
@@ -211,6 +314,8 @@ def kill_orphans() -> list[int]:
     """SIGKILL the sandboxes a killed worker left running (see `_procs.orphaned_sandboxes`), each with
     its process group; a worker calls this when it starts. Only orphans: a live worker's sandboxes
     have that worker as their parent. Returns their pids."""
+    support = cgroup_support()  # probed (and logged, once) at worker start
+    support.sweep(alive=set())  # groups of dead workers only: their names carry the owner's pid
     found = [p.pid for p in orphaned_sandboxes()]
     for pid in found:
         with suppress(ProcessLookupError, PermissionError):
@@ -237,10 +342,3 @@ def _check_searchable(path: Path) -> None:
                 f"{directory} is not searchable by other users (chmod o+x), so the sandbox's "
                 f"unprivileged uid cannot reach {path}; choose another temporary base"
             )
-
-
-def _chown_tree(root: Path, uid: int) -> None:
-    os.lchown(root, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, uid)

@@ -197,10 +197,17 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
         StepId.apply_patch,
         lambda attempt: apply_patch.ApplyInput(run_id=run_id, attempt=attempt, goal=run.goal, plan=plan, workspace=ws),
     )
+    bounds = run.recipe.sandbox_bounds(run.workload)  # the workload's steps/concurrency/disk, enforced
     verdict = run.step(
         StepId.decide,
         lambda attempt: decide.DecideInput(
-            run_id=run_id, attempt=attempt, plan=plan, patch=patch, constraints=run.constraints
+            run_id=run_id,
+            attempt=attempt,
+            plan=plan,
+            patch=patch,
+            constraints=run.constraints,
+            max_commands=bounds.max_commands,
+            max_command_bytes=bounds.max_command_bytes,
         ),
     )
     proj.record_decision(run_id, verdict)
@@ -213,6 +220,7 @@ def intent_run(args: dict[str, Any]) -> dict[str, Any]:
             workspace=ws,
             retry_on=list(run.recipe.execute_retry_on),
             sandbox_minutes=float(run.workload["sandboxMinutes"]),
+            sandbox=bounds,
         ),
     )
     proj.end(run_id, RunStatus.succeeded)

@@ -12,6 +12,10 @@ from typing import Any
 from pydantic import BaseModel
 
 DEFAULT_MAX_DIFF_BYTES = 256 * 1024
+# The recipe's caps on the plan's acceptance commands (its `sandbox` table; the workload's `steps`
+# lowers the count): a plan over them never reaches the sandbox.
+DEFAULT_MAX_COMMANDS = 4
+DEFAULT_MAX_COMMAND_BYTES = 4096
 
 
 class DecideInput(BaseModel):
@@ -20,9 +24,18 @@ class DecideInput(BaseModel):
     plan: dict[str, Any]
     patch: dict[str, Any]
     constraints: dict[str, Any]
+    max_commands: int = DEFAULT_MAX_COMMANDS
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
 
 
-def decide(plan: dict[str, Any], patch: dict[str, Any], constraints: dict[str, Any]) -> dict[str, Any]:
+def decide(
+    plan: dict[str, Any],
+    patch: dict[str, Any],
+    constraints: dict[str, Any],
+    *,
+    max_commands: int = DEFAULT_MAX_COMMANDS,
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+) -> dict[str, Any]:
     reasons: list[str] = []
     files: list[str] = list(patch.get("files", []))
     allowed = constraints.get("paths") or plan.get("files") or []
@@ -38,8 +51,23 @@ def decide(plan: dict[str, Any], patch: dict[str, Any], constraints: dict[str, A
         reasons.append(f"diff is {patch['diffBytes']} bytes, over the limit of {max_bytes}")
     if not plan.get("acceptance"):
         reasons.append("the plan has no acceptance commands")
+    reasons += command_breaches(list(plan.get("acceptance") or []), max_commands, max_command_bytes)
     return {"decision": "reject" if reasons else "execute", "reasons": reasons, "files": files}
 
 
+def command_breaches(commands: list[str], max_commands: int, max_command_bytes: int) -> list[str]:
+    """Why these acceptance commands are over the caps (empty when within); ExecuteST checks again."""
+    reasons = []
+    if len(commands) > max_commands:
+        reasons.append(f"the plan has {len(commands)} acceptance commands, over the limit of {max_commands}")
+    for index, command in enumerate(commands):
+        size = len(str(command).encode())
+        if size > max_command_bytes:
+            reasons.append(f"acceptance command {index} is {size} bytes, over the limit of {max_command_bytes}")
+    return reasons
+
+
 def run(inp: DecideInput) -> dict[str, Any]:
-    return decide(inp.plan, inp.patch, inp.constraints)
+    return decide(
+        inp.plan, inp.patch, inp.constraints, max_commands=inp.max_commands, max_command_bytes=inp.max_command_bytes
+    )

@@ -16,8 +16,10 @@ from intentd.db import effects
 from intentd.domain import StepId
 from intentd.durability import faults
 from intentd.errors import PermanentStepError, RetryableStepError
+from intentd.recipes import SandboxBounds
 from intentd.sandbox import SandboxLimits, run_in_sandbox
 from intentd.workflow import resources
+from intentd.workflow.steps.decide import command_breaches
 
 
 class ExecuteInput(BaseModel):
@@ -27,6 +29,21 @@ class ExecuteInput(BaseModel):
     workspace: str
     retry_on: list[str]  # the recipe's sandbox outcomes the step's retry budget applies to
     sandbox_minutes: float
+    sandbox: SandboxBounds = SandboxBounds()  # the recipe's and workload's bounds (run.py)
+
+
+def _limits(inp: ExecuteInput) -> SandboxLimits:
+    b = inp.sandbox
+    return SandboxLimits(
+        wall_seconds=inp.sandbox_minutes * 60,
+        max_processes=b.max_processes,
+        group_memory_bytes=b.memory_mb << 20,
+        disk_bytes=b.disk_mb << 20,
+        shm_bytes=b.shm_mb << 20,
+        cpus=b.cpus,
+        max_command_bytes=b.max_command_bytes,
+        worker_concurrency=b.worker_concurrency,
+    )
 
 
 def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[str, Any]:
@@ -47,7 +64,11 @@ def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[s
 
 def run(inp: ExecuteInput) -> dict[str, Any]:
     res = resources.get()
-    limits = SandboxLimits(wall_seconds=inp.sandbox_minutes * 60)
+    limits = _limits(inp)
+    # DecideST refused a plan over the caps already; checked again here, before anything runs.
+    over = command_breaches(inp.commands, inp.sandbox.max_commands, inp.sandbox.max_command_bytes)
+    if over:
+        raise PermanentStepError("; ".join(over), code="acceptance_over_caps", details={"reasons": over})
     results: list[dict[str, Any]] = []
     for index, command in enumerate(inp.commands):
         op_key = f"{inp.run_id}:{StepId.execute}:{inp.attempt}:cmd-{index}"
