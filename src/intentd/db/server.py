@@ -105,6 +105,8 @@ def up(settings: Settings) -> str:
     if is_running(settings):
         user = _ensure_user()
         _private_dir(paths.sockets, user)
+        if paths.log.exists():
+            paths.log.chmod(0o600)  # made 0644 by older code
         _secure_running(settings, paths, user)
         _check_login(settings, paths)
         return f"already running on {settings.pghost}:{settings.pgport}"
