@@ -62,7 +62,7 @@ class SandboxCgroup:
                     d.rmdir()  # EBUSY while a dying process is still a member
             if not any(d.exists() for d in self.dirs) or time.monotonic() >= deadline:
                 return not any(d.exists() for d in self.dirs)
-            time.sleep(0.01)
+            time.sleep(0.002)  # the sandbox's init is usually gone within a few ms of bubblewrap
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ def run_soak(runs: int, parallel: int, timeout_s: float, overhead_samples: int) 
 
     def one(i: int) -> tuple[int, str, str]:
         command, expected, times_out = _MIX[i % len(_MIX)]
-        limits = SandboxLimits(wall_seconds=timeout_s if times_out else 20.0)
+        # The soak's own parallelism, not the worker's default cap, decides how many run at once.
+        limits = SandboxLimits(wall_seconds=timeout_s if times_out else 20.0, worker_concurrency=parallel)
         with tempfile.TemporaryDirectory(prefix="intentd-sbx-soak-ws-") as ws:
             (Path(ws) / "README").write_text(f"run {i}\n")
             try:

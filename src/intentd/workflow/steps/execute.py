@@ -32,10 +32,10 @@ class ExecuteInput(BaseModel):
     sandbox: SandboxBounds = SandboxBounds()  # the recipe's and workload's bounds (run.py)
 
 
-def _limits(inp: ExecuteInput) -> SandboxLimits:
-    b = inp.sandbox
+def sandbox_limits(sandbox_minutes: float, b: SandboxBounds) -> SandboxLimits:
+    """The limits every acceptance command of a run gets (the security probe uses the same)."""
     return SandboxLimits(
-        wall_seconds=inp.sandbox_minutes * 60,
+        wall_seconds=sandbox_minutes * 60,
         max_processes=b.max_processes,
         group_memory_bytes=b.memory_mb << 20,
         disk_bytes=b.disk_mb << 20,
@@ -64,7 +64,7 @@ def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[s
 
 def run(inp: ExecuteInput) -> dict[str, Any]:
     res = resources.get()
-    limits = _limits(inp)
+    limits = sandbox_limits(inp.sandbox_minutes, inp.sandbox)
     # DecideST refused a plan over the caps already; checked again here, before anything runs.
     over = command_breaches(inp.commands, inp.sandbox.max_commands, inp.sandbox.max_command_bytes)
     if over:
