@@ -1,8 +1,10 @@
 """`mise run wf:intent:chaos` (and `:soak`): many intents across the course's lanes over HTTP while a
 driver SIGKILLs the worker at chosen moments (mid OpenCode call, mid ExecuteST, between an approval
 and ApplyPatchST, and at random), restarts it, and restarts PostgreSQL once (live mode: the
-OpenCode daemon too). Oracle: every run converges to its lane's terminal status, the SQL oracles are
-green, no run is lost. Prints a summary and exits non-zero on any violation.
+OpenCode daemon too). Oracle: every planned kill moment and the PostgreSQL restart were observed
+(a run whose faults did not happen proves nothing), every run converges to its lane's terminal
+status with its lane's error code (never `internal_error`), the SQL oracles are green, no run is
+lost. Reports the at-least-once re-executions the kills caused. Exits non-zero on any violation.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from intentd.config import Settings
 from intentd.db import migrate, server
 from intentd.sandbox._procs import orphaned_sandboxes
 
+# lane: (goal, terminal status, the error code that status must carry)
 LANES = {
-    "plain": ("chaos plain change", "succeeded"),
-    "ask": ("ask user about chaos", "succeeded"),
-    "fail": ("fail me under chaos", "retries_exceeded"),
+    "plain": ("chaos plain change", "succeeded", None),
+    "ask": ("ask user about chaos", "succeeded", None),
+    "fail": ("fail me under chaos", "retries_exceeded", "acceptance_exit"),
 }
 
 # Where a kill should land, as SQL that is true while the worker is in that window.
@@ -59,6 +62,8 @@ class Tracked:
 @dataclass
 class Report:
     kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MOMENTS, 0))
+    # Kills whose moment's SQL was true just before the SIGKILL: proof that the planned fault happened.
+    observed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MOMENTS, 0))
     worker_restarts: int = 0
     pg_restarts: int = 0
     daemon_kills: int = 0
@@ -116,12 +121,20 @@ def _killer(
     min_gap: float,
     max_gap: float,
     restart_pg_after: int,
+    overtime: float,
 ) -> None:
     order = ["opencode_call", "approved_before_patch", "execute", "random"]
     i = 0
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        while not stop.wait(rng.uniform(min_gap, max_gap)):
-            moment = order[i % len(order)]
+        while True:
+            unseen = [m for m in order if report.observed[m] == 0]
+            need_pg = report.pg_restarts == 0 and restart_pg_after > 0 and settings.database_url_env is None
+            # After the chaos window, kill on only until every planned fault was observed once.
+            if stop.wait(rng.uniform(min_gap, max_gap)) and not unseen and not need_pg:
+                return
+            if stop.is_set() and time.monotonic() > overtime:
+                return
+            moment = order[i % len(order)] if i < len(order) or not unseen else unseen[i % len(unseen)]
             i += 1
             ids = [t.run_id for t in runs if t.done_at is None]
             window_deadline = time.monotonic() + 5.0
@@ -137,13 +150,18 @@ def _killer(
                 if hit:
                     break
                 time.sleep(0.005)
-            if stop.is_set():
-                return
-            if settings.oc_mode == "live" and moment == "opencode_call" and report.daemon_kills == 0:
-                _kill_daemon(settings, report)  # once: the wrapper's call fails, is retried, replays
+            if stop.is_set() and not hit:
+                continue
+            if settings.oc_mode == "live" and moment == "opencode_call" and hit and report.daemon_kills == 0:
+                # Once, the daemon alone dies mid-call: the worker lives on, its call fails as
+                # oc_unavailable and the step retries against the restarted daemon. Every other kill
+                # is the worker's, while the daemon survives and may still be writing the workspace.
+                _kill_daemon(settings, report)
+                continue
             worker.kill(signal.SIGKILL)
             report.kills[moment if hit else "random"] += 1
-            if report.worker_restarts + 1 == restart_pg_after and settings.database_url_env is None:
+            report.observed[moment if hit else "random"] += 1
+            if report.worker_restarts + 1 >= restart_pg_after > 0 and need_pg:
                 server.down(settings, mode="immediate")
                 time.sleep(0.5)
                 server.up(settings)
@@ -169,6 +187,13 @@ def _progress(runs: list[Tracked], report: Report, stop: threading.Event, every:
             file=sys.stderr,
             flush=True,
         )
+
+
+def _error_code(t: Tracked) -> str | None:
+    """The code of the run's error; a succeeded run has none (an `internal_error` is never a lane's code)."""
+    if t.status == "succeeded" or not isinstance(t.error, dict):
+        return None
+    return str(t.error.get("code"))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -219,7 +244,18 @@ def run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         killer = threading.Thread(
             target=_killer,
-            args=(settings, worker, runs, report, stop, rng, args.min_gap, args.max_gap, args.pg_restart_after),
+            args=(
+                settings,
+                worker,
+                runs,
+                report,
+                stop,
+                rng,
+                args.min_gap,
+                args.max_gap,
+                args.pg_restart_after,
+                time.monotonic() + args.chaos_seconds + 60,
+            ),
             daemon=True,
         )
         killer.start()
@@ -261,10 +297,19 @@ def run(args: argparse.Namespace) -> int:
 
             daemon.down(settings)
 
-    wrong = [t for t in runs if t.status != LANES[t.lane][1]]
+    wrong = [t for t in runs if t.status != LANES[t.lane][1] or _error_code(t) != LANES[t.lane][2]]
     lost = [t for t in runs if t.done_at is None]
     conv = [t.done_at - t.created for t in runs if t.done_at is not None]
     found = oracles.check(settings.database_url)
+    again = {name: len(rows) for name, rows in oracles.reexecutions(settings.database_url).items()}
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        scope = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM app.command_executions), (SELECT COUNT(*) FROM app.run_steps),"
+            " (SELECT COUNT(*) FROM app.opencode_calls)"
+        ).fetchone()
+    assert scope is not None
+    unobserved = [m for m, n in report.observed.items() if n == 0]
+    pg_expected = args.pg_restart_after > 0 and settings.database_url_env is None
     # Every kill is followed by a worker start, which kills what the dead worker left running.
     orphans = orphaned_sandboxes()
     violations = {k: v for k, v in found.items() if v}
@@ -274,6 +319,12 @@ def run(args: argparse.Namespace) -> int:
         f"  runs           {len(runs)}  ({', '.join(f'{lane}={sum(t.lane == lane for t in runs)}' for lane in LANES)})"
     )
     print(f"  worker kills   {sum(report.kills.values())}  ({', '.join(f'{k}={v}' for k, v in report.kills.items())})")
+    print(
+        f"  faults seen    {', '.join(f'{k}={v}' for k, v in report.observed.items())}"
+        f"  postgres_restart={report.pg_restarts}"
+        + (f"  NOT OBSERVED: {', '.join(unobserved)}" if unobserved else "")
+        + ("  NOT OBSERVED: postgres restart" if pg_expected and not report.pg_restarts else "")
+    )
     print(
         f"  restarts       worker={report.worker_restarts}  postgres={report.pg_restarts}  daemon={report.daemon_kills}"
     )
@@ -285,11 +336,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sandboxes      orphaned and still running: {len(orphans)}")
     for name, rows in found.items():
         print(f"  oracle         {name}: {'ok' if not rows else f'VIOLATION {len(rows)}'}")
+    totals = dict(zip(list(again), scope, strict=True))
+    for name, n in again.items():
+        print(f"  re-executed    {name}: {n} of {totals[name]} (at-least-once, reported)")
     for t in wrong[:10]:
-        print(f"    {t.lane} {t.run_id}: {t.status}  error={t.error}")
+        print(
+            f"    {t.lane} {t.run_id}: {t.status} (expected {LANES[t.lane][1]}, code {LANES[t.lane][2]})  error={t.error}"
+        )
     for e in report.errors:
         print(f"  error          {e}")
-    ok = not wrong and not lost and not violations and not report.errors and not orphans
+    faults_ok = not unobserved and (report.pg_restarts > 0 or not pg_expected)
+    ok = faults_ok and not wrong and not lost and not violations and not report.errors and not orphans
     print("wf:intent:chaos: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
@@ -301,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--converge-seconds", type=float, default=120.0, help="deadline after the kills stop")
     p.add_argument("--min-gap", type=float, default=1.0)
     p.add_argument("--max-gap", type=float, default=3.0)
-    p.add_argument("--pg-restart-after", type=int, default=2, help="restart PostgreSQL with the Nth worker kill")
+    p.add_argument(
+        "--pg-restart-after", type=int, default=2, help="restart PostgreSQL with the Nth worker kill (0: never)"
+    )
     p.add_argument("--step-delay", type=float, default=0.3, help="fault injection: seconds each step body sleeps")
     p.add_argument(
         "--oc-delay", type=float, default=0.5, help="mock mode: seconds the fake OpenCode's model takes per prompt"
