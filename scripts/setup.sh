@@ -21,3 +21,8 @@ fi
 
 uv run --no-sync python -m intentd.cli db up
 mise run oc:setup
+# The OpenCode daemon's own unprivileged account (idempotent; it owns only the workspaces root and
+# its state directory, and runs in a bubblewrap jail).
+if [ "$(id -u)" = 0 ]; then
+  uv run --no-sync python -m intentd.oc.daemon user
+fi

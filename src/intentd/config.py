@@ -5,6 +5,7 @@ Defaults describe the embedded set-up (`mise run db:up`); any PostgreSQL works v
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -58,10 +59,19 @@ class Settings(BaseSettings):
     oc_config_path: Path = Field(
         REPO_ROOT / "config" / "opencode" / "opencode.json", validation_alias="OPENCODE_CONFIG"
     )
+    # The daemon runs as this unprivileged account (made by `mise run setup`) in a bubblewrap jail,
+    # with an allowlisted environment; name here (comma-separated) the extra variables it needs,
+    # e.g. a real provider's API key: INTENTD_OC_PASS_ENV=ANTHROPIC_API_KEY.
+    oc_user: str = Field("intentd-oc", validation_alias="INTENTD_OC_USER")
+    oc_pass_env_raw: str = Field("", validation_alias="INTENTD_OC_PASS_ENV")
+    # The daemon's password (random at each start, 0600); default .tmp/run/oc-daemon-<port>.password.
+    oc_password_file_env: Path | None = Field(None, validation_alias="INTENTD_OC_PASSWORD_FILE")
 
     # Files
     tmp_dir: Path = Field(REPO_ROOT / ".tmp", validation_alias="INTENTD_TMP")
     recipes_file: Path = Field(REPO_ROOT / "config" / "recipes.toml", validation_alias="INTENTD_RECIPES")
+    # The runs' workspaces (default <INTENTD_TMP>/workspaces): the one directory the daemon may write.
+    workspaces_dir_env: Path | None = Field(None, validation_alias="INTENTD_WORKSPACES")
 
     @property
     def database_url(self) -> str:
@@ -100,7 +110,17 @@ class Settings(BaseSettings):
 
     @property
     def workspaces_dir(self) -> Path:
-        return self.tmp_dir / "workspaces"
+        return self.workspaces_dir_env or self.tmp_dir / "workspaces"
+
+    @property
+    def oc_password_file(self) -> Path:
+        return self.oc_password_file_env or self.tmp_dir / "run" / f"oc-daemon-{self.oc_server_port}.password"
+
+    @property
+    def oc_pass_env(self) -> dict[str, str]:
+        """The variables INTENTD_OC_PASS_ENV names, with their values here (unset ones left out)."""
+        names = [n.strip() for n in self.oc_pass_env_raw.split(",") if n.strip()]
+        return {n: os.environ[n] for n in names if n in os.environ}
 
 
 def to_sqlalchemy_url(url: str) -> str:

@@ -29,6 +29,7 @@ import pytest
 from intentd.config import REPO_ROOT, Settings
 from intentd.db.calls import CallKey, SqlCallStore
 from intentd.oc import FakeOpenCode, OpenCodeClient, daemon, open_client
+from intentd.oc.auth import daemon_auth
 from intentd.oc.daemon import model_url
 from intentd.oc.fake import BUILTIN_TOOLS
 
@@ -130,7 +131,12 @@ def harness(mode: str, settings: Settings, root: Path) -> OcHarness:
     sent = WireLog()
     client = open_client(settings, store, fake, on_request=sent)
     transport = fake.transport() if fake is not None else None
-    raw = httpx.Client(base_url=settings.oc_base_url, transport=transport, timeout=httpx.Timeout(60, connect=3))
+    raw = httpx.Client(
+        base_url=settings.oc_base_url,
+        transport=transport,
+        auth=daemon_auth(settings),  # the live daemon's password (no header in mock mode: no file)
+        timeout=httpx.Timeout(60, connect=3),
+    )
     return OcHarness(mode, settings, store, client, raw, root, fake, sent)
 
 

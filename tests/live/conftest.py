@@ -5,13 +5,14 @@ skip, except in CI (`CI` set), where a live test that cannot run fails."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from intentd.config import Settings
+from intentd.oc.jail import hand_over_workspace
 from tests.conftest import make_database
 from tests.integration.oc_helpers import OcHarness, harness, start_live_daemon, stop_live_daemon
 
@@ -29,7 +30,7 @@ def live_db(pg_server: Settings) -> Settings:
 
 
 @pytest.fixture
-def oc_live(live_daemon: Settings, live_db: Settings, tmp_path: Path) -> Iterator[OcHarness]:
+def oc_live(live_daemon: Settings, live_db: Settings) -> Iterator[OcHarness]:
     # The daemon's settings (ports, and whatever else reaching it takes) with this module's database.
     settings = live_daemon.model_copy(
         update={
@@ -37,9 +38,16 @@ def oc_live(live_daemon: Settings, live_db: Settings, tmp_path: Path) -> Iterato
             "system_database_url_env": None,
             "pgport": live_db.pgport,
             "tmp_dir": live_db.tmp_dir,
+            # Still the daemon's: its password file, and the one root its jail lets it see.
+            "oc_password_file_env": live_daemon.oc_password_file,
+            "workspaces_dir_env": live_daemon.workspaces_dir,
         }
     )
-    h = harness("live", settings, tmp_path)
+    root = live_daemon.workspaces_dir / f"t-{uuid.uuid4().hex[:10]}"
+    root.mkdir()
+    hand_over_workspace(settings, root)
+    h = harness("live", settings, root)
     yield h
     h.client.close()
     h.raw.close()
+    shutil.rmtree(root, ignore_errors=True)

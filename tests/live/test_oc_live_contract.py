@@ -16,3 +16,10 @@ def test_live_daemon_has_no_breaking_drift(live_daemon: Settings) -> None:
     assert health["version"] == "1.18.33"
     findings = contract.compare_docs(recorded_doc, live_doc) + contract.compare_agents(recorded_agents, live_agents)
     assert [f for f in findings if f.breaking] == []
+
+
+def test_live_daemon_refuses_callers_without_its_password(live_daemon: Settings) -> None:
+    findings = contract.lock_findings(live_daemon)
+    assert [f for f in findings if f.breaking] == []
+    # Informational: opencode does not check Host, so against DNS rebinding the password is the defence.
+    assert [f.where for f in findings if not f.breaking] in ([], ["Host header"])

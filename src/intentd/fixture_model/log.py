@@ -7,6 +7,7 @@ what OpenCode offered the model, e.g. that a denied tool never was.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from intentd.fixture_model.scenarios import offered_tools
+from intentd.hardening import open_private
 
 
 class RequestLog:
@@ -42,7 +44,8 @@ class RequestLog:
             }
             self._entries.append(entry)
             if self._path is not None:
-                with self._path.open("a", encoding="utf-8") as fh:
+                # 0600: the log holds every prompt (goals, plans, the workspace's files).
+                with os.fdopen(open_private(self._path), "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
             return entry
 

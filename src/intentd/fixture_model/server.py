@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from intentd.fixture_model import scenarios, wire
 from intentd.fixture_model.log import RequestLog
+from intentd.hardening import restrict_umask
 
 
 def create_app(log: RequestLog) -> Starlette:
@@ -69,4 +70,5 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4097)
     parser.add_argument("--log", type=Path, default=None, help="JSONL request log (default: none)")
     args = parser.parse_args(argv)
+    restrict_umask()  # its log and anything else it writes: 0600
     uvicorn.run(create_app(RequestLog(args.log)), host=args.host, port=args.port, log_level="warning")

@@ -113,6 +113,7 @@ class OpenCodeClient:
         model: ModelRef | None = None,
         timeouts: Timeouts | None = None,
         on_request: Callable[[httpx.Request], None] | None = None,
+        prepare_directory: Callable[[Path], None] | None = None,
     ) -> None:
         # `on_request` sees every request the wrapper sends (an httpx event hook): tests record the
         # wire with it, so live runs prove what was sent (no parentID, the directory, no listing).
@@ -122,6 +123,8 @@ class OpenCodeClient:
         self._store = store
         self._model = model
         self._timeouts = timeouts or Timeouts()
+        # Live mode: hands the workspace to the daemon's account (files the worker made are its own).
+        self._prepare_directory = prepare_directory or (lambda _directory: None)
 
     # The calls the workflow makes ------------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class OpenCodeClient:
         return self._parse(Health, self._send("GET", "/global/health", directory=None))
 
     def agents(self, directory: Path) -> list[Agent]:
+        self._prepare_directory(directory)
         raw = self._send("GET", "/agent", directory=directory)
         if not isinstance(raw, list):
             raise OpenCodeProtocolError("GET /agent did not answer a list", details={"body": str(raw)[:500]})
@@ -214,6 +218,7 @@ class OpenCodeClient:
         return {"directory": str(directory), "body": body}
 
     def _create_session(self, key: CallKey, directory: Path, denied: tuple[str, ...]) -> Session:
+        self._prepare_directory(directory)
         body = SessionCreate(title=f"intentd {key.op_key}", permission=_rules(denied))
         return self._parse(
             Session,

@@ -3,8 +3,9 @@
 - `record`: GET /doc and GET /agent from the pinned daemon → docs/contracts/opencode/
   openapi-<version>.json and agents.json (machine paths normalised to $HOME / $DIRECTORY).
 - `check`: the live daemon's operations and schemas that the wrapper uses (models.USED_OPERATIONS)
-  and the agents' effective tool denials, compared with the recording; a drift report goes to
-  .tmp/oc-contract-drift-<port>.{json,md}; exit 1 on a breaking change. When no daemon answers on
+  and the agents' effective tool denials, compared with the recording; and the daemon is locked
+  (auth.DANGEROUS_ROUTES answer 401 without the password or with a wrong one). A drift report goes
+  to .tmp/oc-contract-drift-<port>.{json,md}; exit 1 on a breaking change. When no daemon answers on
   the port, one is started for the check and stopped afterwards.
 - `check_recorded`: offline (no daemon): the wrapper's request/response models against the recording.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -23,8 +25,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from intentd.config import REPO_ROOT, Settings
-from intentd.oc import daemon
+from intentd.config import REPO_ROOT, Settings, get_settings
+from intentd.hardening import private_dir, restrict_umask
+from intentd.oc import auth, daemon, jail
 from intentd.oc.client import DENIED_BUILD_TOOLS, DENIED_PLAN_TOOLS
 from intentd.oc.fake import BUILTIN_TOOLS, tool_disabled
 from intentd.oc.models import (
@@ -79,15 +82,16 @@ def running_daemon(settings: Settings) -> Iterator[bool]:
 
 
 def _probe_dir(settings: Settings) -> Path:
-    probe = settings.tmp_dir / "oc-contract-probe"
-    probe.mkdir(parents=True, exist_ok=True)
+    # Under the workspaces root: the only place the jailed daemon can see.
+    probe = private_dir(settings.workspaces_dir / ".oc-contract-probe")
+    jail.hand_over_workspace(settings, probe)
     return probe
 
 
 def fetch(settings: Settings) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """(health, /doc, /agent) from the daemon on the port."""
     probe = _probe_dir(settings)
-    with httpx.Client(base_url=settings.oc_base_url, timeout=30) as http:
+    with httpx.Client(base_url=settings.oc_base_url, timeout=30, auth=auth.daemon_auth(settings)) as http:
         health = http.get("/global/health").raise_for_status().json()
         doc = http.get("/doc").raise_for_status().json()
         agents = http.get("/agent", params={"directory": str(probe)}).raise_for_status().json()
@@ -102,6 +106,22 @@ def normalise_agents(agents: list[dict[str, Any]], settings: Settings, probe: Pa
     keep = ("name", "mode", "native", "hidden", "permission")
     loaded: list[dict[str, Any]] = json.loads(text)
     return sorted(({k: a[k] for k in keep if k in a} for a in loaded), key=lambda a: str(a["name"]))
+
+
+# The daemon is locked ----------------------------------------------------------------------------------
+
+
+def lock_findings(settings: Settings) -> list[Finding]:
+    """Unauthenticated and wrong-password requests on the dangerous routes must all answer 401."""
+    out = [
+        Finding(route, f"{label}: answered {status}, not 401", True) for route, label, status in auth.unlocked(settings)
+    ]
+    with httpx.Client(base_url=settings.oc_base_url, timeout=10) as http:
+        # The daemon does not check Host, so a DNS-rebinding page reaches it: only the password stops it.
+        foreign = http.get("/global/health", headers={"Host": "rebind.example"}, auth=auth.daemon_auth(settings))
+        if foreign.status_code == 200:
+            out.append(Finding("Host header", "not checked by the daemon (the password is the defence)", False))
+    return out
 
 
 def _dump(path: Path, value: Any) -> None:
@@ -297,7 +317,7 @@ def check(settings: Settings) -> int:
     recorded_doc, recorded_agents = _load_recorded()
     with running_daemon(settings) as started:
         health, live_doc, live_agents = fetch(settings)
-    findings: list[Finding] = []
+        findings = lock_findings(settings)
     if health.get("version") != daemon.pinned_version():
         findings.append(Finding("GET /global/health", f"version {health.get('version')} ≠ pin", False))
     findings += compare_docs(recorded_doc, live_doc)
@@ -365,3 +385,30 @@ def check_recorded() -> int:
         f"oc contract (recorded {daemon.pinned_version()}): {'FAIL' if problems else 'ok'}; {len(problems)} problem(s)"
     )
     return 1 if problems else 0
+
+
+def main(argv: list[str]) -> int:
+    """`python -m intentd.oc.contract record|check|check-recorded` (the oc:contract tasks)."""
+    restrict_umask()
+    action = argv[0] if argv else "check"
+    try:
+        if action == "record":
+            print(record(get_settings()))
+        elif action == "check":
+            return check(get_settings())
+        elif action == "check-recorded":
+            return check_recorded()
+        else:
+            print(f"unknown action {action!r} (record, check, check-recorded)", file=sys.stderr)
+            return 2
+    except (daemon.DaemonError, jail.JailError) as exc:
+        print(f"oc contract: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so the daemon module `running_daemon` uses is the one imported.
+    from intentd.oc import contract as _module
+
+    raise SystemExit(_module.main(sys.argv[1:]))

@@ -1,11 +1,13 @@
 """Lifecycle of the real OpenCode daemon (the pinned npm package) and of the fixture model it talks to.
 
-`python -m intentd.oc.daemon up|health|down|contract-record|contract-check|contract-check-recorded`
-(the `oc:*` mise tasks). `up` is idempotent: the fixture model on FIXTURE_MODEL_PORT, then
-`opencode serve --hostname 127.0.0.1 --port OC_SERVER_PORT` with a private HOME under .tmp/, the
-project's config (OPENCODE_CONFIG), models.dev fetch and autoupdate off; pidfiles under .tmp/run/,
-logs `.tmp/oc-daemon-<port>.log` and `.tmp/fixture-model-<port>.log` (+ `.jsonl` request log).
-`down` stops what `up` started, by PID. Never kills anything it did not start.
+`python -m intentd.oc.daemon up|health|down|user` (the `oc:daemon:*` tasks; the contract tasks are
+`python -m intentd.oc.contract`). `up` is idempotent: the fixture model on FIXTURE_MODEL_PORT, then
+`opencode serve --hostname 127.0.0.1 --port OC_SERVER_PORT` locked down (see `jail`): a fresh random
+password (basic auth, `auth`), no project config, an allowlisted environment, the unprivileged
+account `intentd-oc` in a bubblewrap jail, a private HOME `.tmp/oc-home-<port>/` holding a copy of
+the config (OPENCODE_CONFIG). Pidfiles under .tmp/run/, logs `.tmp/oc-daemon-<port>.log` and
+`.tmp/fixture-model-<port>.log` (+ `.jsonl` request log). `down` stops what `up` started, by PID.
+Never kills anything it did not start.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from typing import Any
 import httpx
 
 from intentd.config import REPO_ROOT, Settings, get_settings
+from intentd.hardening import restrict_umask
+from intentd.oc import auth, jail
 from intentd.stack import Proc
 
 CONFIG_PATH = REPO_ROOT / "config" / "opencode" / "opencode.json"
@@ -32,7 +37,7 @@ _started: dict[Path, Proc] = {}
 
 
 class DaemonError(RuntimeError):
-    """The daemon is missing, did not start, or is not the pinned version."""
+    """The daemon is missing, did not start, is not the pinned version, or refuses our password."""
 
 
 def pinned_version() -> str:
@@ -99,36 +104,53 @@ def fixture_model_proc(settings: Settings) -> Proc:
     return Proc("fixture-model", [*argv, "--log", str(p.model_requests)], _env(settings), p.model_log, p.model_pid)
 
 
-def daemon_proc(settings: Settings) -> Proc:
+def serve_argv(settings: Settings) -> list[str]:
+    return [str(binary()), "serve", "--hostname", "127.0.0.1", "--port", str(settings.oc_server_port)]
+
+
+def daemon_proc(settings: Settings, password: str = "") -> Proc:
+    """The jailed daemon (`password`: the one `up` just made; only `up` starts it)."""
     p = paths(settings)
-    argv = [str(binary()), "serve", "--hostname", "127.0.0.1", "--port", str(settings.oc_server_port)]
-    env = _env(settings)
-    env.update(
-        {
-            "HOME": str(p.home),
-            "XDG_CONFIG_HOME": str(p.home / ".config"),
-            "XDG_DATA_HOME": str(p.home / ".local" / "share"),
-            "XDG_CACHE_HOME": str(p.home / ".cache"),
-            "XDG_STATE_HOME": str(p.home / ".local" / "state"),
-            "OPENCODE_CONFIG": str(config_path(settings)),
-            "OPENCODE_DISABLE_MODELS_FETCH": "1",
-            "OPENCODE_DISABLE_AUTOUPDATE": "1",
-            "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
-        }
-    )
-    return Proc("opencode", argv, env, p.daemon_log, p.daemon_pid)
+    config = p.home / "opencode.json"  # the copy `jail.prepare_dirs` makes
+    argv = jail.jail_argv(settings, p.home, binary(), serve_argv(settings)[1:])
+    return Proc("opencode", argv, jail.daemon_env(settings, p.home, config, password), p.daemon_log, p.daemon_pid)
+
+
+def daemon_pid(settings: Settings) -> int | None:
+    """The host pid of the `opencode serve` process itself (inside the jail, below bwrap and setpriv)."""
+    wanted = serve_argv(settings)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if [a.decode(errors="replace") for a in argv] == wanted:
+            return int(entry.name)
+    return None
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)  # provider API keys pass through: a real provider needs no code change
+    # The fixture model is our own code and needs none of it, but runs from this checkout's venv
+    # (PYTHONPATH and friends); the daemon gets `jail.daemon_env`, never this.
+    env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 def probe(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
-    """GET /global/health once: the answer, or None when nothing healthy answers."""
+    """GET /global/health once, with our password: the answer, or None when nothing healthy answers.
+
+    A daemon that answers 401 to our password is not ours (or lost its password file): DaemonError.
+    """
     try:
-        response = httpx.get(f"{settings.oc_base_url}/global/health", timeout=timeout)
+        response = httpx.get(f"{settings.oc_base_url}/global/health", timeout=timeout, auth=auth.daemon_auth(settings))
+        if response.status_code == 401:
+            raise DaemonError(
+                f"a daemon on {settings.oc_base_url} refuses the password in {settings.oc_password_file}; "
+                "stop it (`mise run oc:daemon:down`, or by its pid) and start it again"
+            )
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return None
@@ -174,6 +196,9 @@ def client_env(settings: Settings) -> dict[str, str]:
         "OC_BASE_URL": settings.oc_base_url,
         "OC_SERVER_PORT": str(settings.oc_server_port),
         "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+        "INTENTD_OC_PASSWORD_FILE": str(settings.oc_password_file),
+        # The daemon can reach only this root: the worker must make its workspaces there.
+        "INTENTD_WORKSPACES": str(settings.workspaces_dir),
     }
 
 
@@ -183,9 +208,13 @@ def up(settings: Settings) -> str:
     found = probe(settings)
     if found is not None:
         return f"{model}; opencode {found.get('version')} already answers on {settings.oc_base_url}"
-    proc = daemon_proc(settings)
-    paths(settings).home.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    try:
+        jail.ensure_user(settings)
+        jail.prepare_dirs(settings, paths(settings).home, config_path(settings))
+        proc = daemon_proc(settings, auth.new_password(settings))
+    except (jail.JailError, OSError, subprocess.CalledProcessError) as exc:
+        raise DaemonError(f"cannot lock the daemon down: {exc}") from exc
     pid = proc.start()
     _started[proc.pidfile] = proc
     health = wait_healthy(settings, proc=proc)
@@ -226,8 +255,7 @@ def model_proc_for_stop(settings: Settings) -> Proc:
 
 
 def main(argv: list[str]) -> int:
-    from intentd.oc import contract
-
+    restrict_umask()
     settings = get_settings()
     action = argv[0] if argv else "health"
     try:
@@ -237,23 +265,20 @@ def main(argv: list[str]) -> int:
             print(down(settings))
         elif action == "health":
             print(json.dumps(health(settings)))
-        elif action == "contract-record":
-            print(contract.record(settings))
-        elif action == "contract-check":
-            return contract.check(settings)
-        elif action == "contract-check-recorded":
-            return contract.check_recorded()
+        elif action == "user":
+            jail.ensure_user(settings)
+            print(f"oc daemon: account {settings.oc_user!r} ready")
         else:
-            print(f"unknown action {action!r}", file=sys.stderr)
+            print(f"unknown action {action!r} (up, down, health, user)", file=sys.stderr)
             return 2
-    except DaemonError as exc:
+    except (DaemonError, jail.JailError) as exc:
         print(f"oc daemon: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, so `_started` is the one contract.py sees too.
+    # Run the imported module's main, so `_started` is the one other modules see too.
     from intentd.oc import daemon as _module
 
     raise SystemExit(_module.main(sys.argv[1:]))

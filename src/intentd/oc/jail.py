@@ -1,0 +1,217 @@
+"""Where and as whom the OpenCode daemon runs: an unprivileged account, a bubblewrap jail, an allowlisted
+environment, and the hand-over of a workspace to that account before the daemon works in it.
+
+The daemon executes what a model asks of it, on files an untrusted repository supplies, so it sees
+only: the read-only system (/usr, /etc, …), its binary, its state directory (HOME, config copy,
+database) and the workspaces root; never /root, the checkout, .tmp/pg, password files or the
+worker's environment. The network namespace stays shared: it listens on 127.0.0.1 and calls the
+model. Pure except `ensure_user`, `prepare_dirs` and `hand_over`, which change the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from intentd.config import Settings
+from intentd.hardening import private_dir
+
+_SETPRIV = "/usr/bin/setpriv"
+PATH = "/usr/local/bin:/usr/bin:/bin"
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Never passed to the daemon, even when an operator names them in INTENTD_OC_PASS_ENV.
+_FORBIDDEN_PREFIXES = ("DATABASE_URL", "DBOS", "PG", "INTENTD_", "OC_", "OPENCODE_", "LD_", "PYTHON")
+
+
+# Per-directory work intentd never uses (bench:live measures it; Settings.oc_lean turns it off):
+# the workspace file watcher, LSP downloads, ~/.claude prompts and skills, external skills.
+LEAN_ENV = {
+    "OPENCODE_EXPERIMENTAL_DISABLE_FILEWATCHER": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_CLAUDE_CODE": "1",
+    "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+}
+
+
+class JailError(RuntimeError):
+    """The daemon's account or jail cannot be set up."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+def account(settings: Settings) -> Account | None:
+    """The daemon's account when we can switch to it (we are root), else None: run as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(settings.oc_user)
+    except KeyError as exc:
+        raise JailError(f"the daemon's account {settings.oc_user!r} does not exist: run `mise run setup`") from exc
+    if entry.pw_uid == 0:
+        raise JailError(f"the daemon's account {settings.oc_user!r} is root")
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def ensure_user(settings: Settings) -> None:
+    """Create the daemon's system account when missing (idempotent; root only)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(settings.oc_user)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", settings.oc_user],
+            check=True,
+        )  # fmt: skip
+
+
+def _give(path: Path, who: Account | None) -> None:
+    path.chmod(0o700)
+    if who is not None:
+        os.chown(path, who.uid, who.gid, follow_symlinks=False)
+
+
+def prepare_dirs(settings: Settings, home: Path, config: Path) -> Path:
+    """The daemon's state dir (HOME) and the workspaces root, its own and 0700; its config copied in.
+
+    The copy (not a bind of the operator's file) lets a 0600 config elsewhere be read by the account.
+    """
+    who = account(settings)
+    for directory in (home, settings.workspaces_dir):
+        private_dir(directory)
+        _give(directory, who)
+    if who is not None:
+        hand_over(home, who)  # state left by an older daemon that ran as root
+    copied = home / "opencode.json"
+    shutil.copyfile(config, copied)
+    copied.chmod(0o600)
+    if who is not None:
+        os.chown(copied, who.uid, who.gid)
+    return copied
+
+
+def daemon_env(settings: Settings, home: Path, config: Path, password: str) -> dict[str, str]:
+    """Everything the daemon's environment holds: no DATABASE_URL, DBOS_*, PG*, nor the worker's."""
+    extra = settings.oc_pass_env
+    forbidden = sorted(n for n in extra if n.upper().startswith(_FORBIDDEN_PREFIXES))
+    if forbidden:
+        raise JailError(f"INTENTD_OC_PASS_ENV names variables the daemon must never see: {forbidden}")
+    return {
+        **extra,
+        "PATH": PATH,
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "TMPDIR": "/tmp",
+        "OPENCODE_CONFIG": str(config),
+        # A repository's opencode.json / .opencode/ (agents, plugins, MCP servers, permissions) and
+        # its AGENTS.md are never loaded: the only config is ours.
+        "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_SERVER_PASSWORD": password,
+        "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+        **(LEAN_ENV if settings.oc_lean else {}),
+    }
+
+
+def _system_mounts() -> list[str]:
+    args: list[str] = []
+    for top in _SYSTEM_DIRS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    return args
+
+
+def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) -> list[str]:
+    """bubblewrap around `binary serve…`, as the daemon's account with umask 077.
+
+    As root, bubblewrap mounts with its own privileges (so the sources need not be reachable by the
+    account) and `setpriv` inside switches to the account, which clears every capability; as an
+    ordinary user, an unprivileged user namespace maps that user onto itself.
+    """
+    bwrap = shutil.which("bwrap", path=PATH)
+    if bwrap is None:
+        raise JailError("bubblewrap (bwrap) is not installed; run `mise run setup`")
+    who = account(settings)
+    args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if who is None:
+        args += ["--unshare-user", "--cap-drop", "ALL"]
+    else:
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    args += _system_mounts()
+    # The binds' parents, made here 0755: left to bubblewrap they would follow our umask (077) and
+    # the account could not walk down to its own directories.
+    for parent in sorted({str(a) for p in (binary, home, settings.workspaces_dir) for a in p.parents} - {"/"}):
+        if not parent.startswith(("/usr/", "/etc/")):
+            args += ["--perms", "0755", "--dir", parent]
+    args += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--perms", "1777", "--tmpfs", "/tmp",
+        "--ro-bind", str(binary), str(binary),
+        "--bind", str(home), str(home),
+        "--bind", str(settings.workspaces_dir), str(settings.workspaces_dir),
+        "--remount-ro", "/",
+        "--chdir", "/",  # not HOME: bubblewrap has dropped the capability to enter another's 0700 dir
+        "--",
+    ]  # fmt: skip
+    if who is not None:
+        args += [
+            _SETPRIV,
+            f"--reuid={who.uid}",
+            f"--regid={who.gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    return [*args, "/bin/sh", "-c", 'umask 077 && cd "$HOME" && exec "$@"', "opencode", str(binary), *serve]
+
+
+def hand_over(directory: Path, who: Account) -> None:
+    """Make `directory`'s tree the daemon's (so its build agent can edit what the worker created).
+
+    Walks by file descriptor and never follows a symlink, so a link planted in the tree cannot turn
+    the walk onto a file outside it. A top-level `.git` stays the worker's: host git's own data.
+    """
+    os.chown(directory, who.uid, who.gid, follow_symlinks=False)
+    for top, dirs, files, fd in os.fwalk(directory, follow_symlinks=False):
+        if top == str(directory):
+            dirs[:] = [d for d in dirs if d != ".git"]  # in place: fwalk does not descend into it
+            files = [f for f in files if f != ".git"]
+        for name in (*dirs, *files):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            # A second hard link may name a file outside the tree: leave it as it is.
+            if st.st_uid == who.uid or (st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode)):
+                continue
+            os.chown(name, who.uid, who.gid, dir_fd=fd, follow_symlinks=False)
+
+
+def hand_over_workspace(settings: Settings, directory: Path) -> None:
+    """The wrapper's hook before the daemon works in `directory`: a no-op unless we are root, and only
+    inside the workspaces root (a directory elsewhere is not the daemon's to have)."""
+    who = account(settings)
+    if who is None or not directory.is_dir():
+        return
+    root = settings.workspaces_dir.resolve()
+    target = directory.resolve()
+    if target == root or root not in target.parents:
+        return
+    hand_over(target, who)
