@@ -46,6 +46,9 @@ class MemoryStore:
     def complete(self, op_key: str, response: dict[str, Any]) -> None:
         self.rows[op_key] = response
 
+    def record_session(self, op_key: str, session_id: str) -> None:
+        pass
+
 
 def _port() -> int:
     with socket.socket() as s:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # The daemon's password (random at each start, 0600); default .tmp/run/oc-daemon-<port>.password.
     oc_password_file_env: Path | None = Field(None, validation_alias="INTENTD_OC_PASSWORD_FILE")
 
+    # Switch off what intentd never uses in the daemon (file watcher, LSP downloads, Claude Code and
+    # external skills); 0 restores OpenCode's defaults (bench:live measures both).
+    oc_lean: bool = Field(True, validation_alias="INTENTD_OC_LEAN")
+
     # Files
     tmp_dir: Path = Field(REPO_ROOT / ".tmp", validation_alias="INTENTD_TMP")
     recipes_file: Path = Field(REPO_ROOT / "config" / "recipes.toml", validation_alias="INTENTD_RECIPES")

@@ -109,6 +109,27 @@ class SqlCallStore:
             conn.execute("UPDATE app.opencode_calls SET claims = claims + 1 WHERE op_key = %s", (key.op_key,))
             return None
 
+    def record_session(self, op_key: str, session_id: str) -> None:
+        """Note the OpenCode session a claimed call runs in (kept in `response` until it completes)."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE app.opencode_calls SET response = jsonb_build_object('sessions',"
+                " COALESCE(response->'sessions', '[]'::jsonb) || to_jsonb(%s::text))"
+                " WHERE op_key = %s AND status = 'claimed'",
+                (session_id, op_key),
+            )
+
+    def open_sessions(self, run_id: str, step_id: str) -> list[str]:
+        """Sessions of this run's step whose call never completed: an attempt that died mid-call."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT jsonb_array_elements_text(response->'sessions') FROM app.opencode_calls"
+                " WHERE run_id = %s AND step_id = %s AND status = 'claimed' AND response ? 'sessions'"
+                " ORDER BY attempt",
+                (run_id, step_id),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def complete(self, op_key: str, response: dict[str, Any]) -> None:
         with self._connection() as conn, conn.transaction():
             conn.execute(

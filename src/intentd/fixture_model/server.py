@@ -19,10 +19,13 @@ from starlette.routing import Route
 
 from intentd.fixture_model import scenarios, wire
 from intentd.fixture_model.log import RequestLog
+from intentd.fixture_model.stall import SlowBuilds
 from intentd.hardening import restrict_umask
 
 
 def create_app(log: RequestLog) -> Starlette:
+    slow_builds = SlowBuilds()  # the "slow build" scenario's sessions (stall.py)
+
     async def chat(request: Request) -> Response:
         try:
             body: Any = json.loads(await request.body())
@@ -35,6 +38,7 @@ def create_app(log: RequestLog) -> Starlette:
         delay = scenarios.delay_seconds(body)
         if delay:
             await asyncio.sleep(delay)
+        reply = await slow_builds.hold(body, request.headers.get("x-session-id")) or reply
         if body.get("stream"):
             return StreamingResponse(wire.sse(body, reply), media_type="text/event-stream")
         return JSONResponse(wire.completion(body, reply))

@@ -12,6 +12,7 @@ call is made and its response stored. Rules from measured daemon bugs:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -75,6 +76,7 @@ class CallStore(Protocol):
 
     def claim(self, key: CallKey, request: dict[str, Any]) -> dict[str, Any] | None: ...
     def complete(self, op_key: str, response: dict[str, Any]) -> None: ...
+    def record_session(self, op_key: str, session_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class OpenCodeClient:
         if recorded is not None:
             return recorded
         session = self._create_session(key, directory, DENIED_BUILD_TOOLS + DENIED_ALWAYS)
+        # Known before the prompt starts: a later attempt can abort this session if we die mid-call.
+        self._store.record_session(key.op_key, session.id)
         response = self._prompt(session, directory, request)
         # The POST answer holds only the last assistant message; the tool calls sit in the earlier
         # ones. Listing is safe here (no `format`, so not #26929) but only informative: best effort.
@@ -205,6 +209,23 @@ class OpenCodeClient:
         if not isinstance(raw, list):
             raise OpenCodeProtocolError("GET /agent did not answer a list", details={"body": str(raw)[:500]})
         return [self._parse(Agent, item) for item in raw]
+
+    def abort_sessions(self, directory: Path, session_ids: list[str], wait: float = 30.0) -> list[str]:
+        """Abort sessions an earlier, dead attempt left behind, and wait until the daemon runs none of
+        them (a surviving session would keep writing the workspace). Returns those still busy."""
+        for session_id in session_ids:
+            # A session unknown to this daemon (it restarted since) runs nothing: 4xx is fine.
+            with contextlib.suppress(OpenCodeRequestError):
+                self._send("POST", f"/session/{session_id}/abort", directory=directory)
+        deadline = time.monotonic() + wait
+        while True:
+            status = self._send("GET", "/session/status", directory=directory)
+            # A session the daemon does not list is idle (GET /session/status lists the running ones).
+            states = status if isinstance(status, dict) else {}
+            busy = [s for s in session_ids if (states.get(s) or {}).get("type", "idle") != "idle"]
+            if not busy or time.monotonic() > deadline:
+                return busy
+            time.sleep(0.05)
 
     def close(self) -> None:
         self._http.close()

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from intentd.db import effects
 from intentd.db.calls import CallKey
 from intentd.domain import StepId
+from intentd.errors import RetryableStepError
 from intentd.oc import render_build_prompt
 from intentd.workflow import resources, workspace
 
@@ -30,6 +31,13 @@ def run(inp: ApplyInput) -> dict[str, Any]:
     # A re-executed attempt whose build call already completed keeps the tree that call produced
     # (the call is replayed, not repeated); anything else starts from the base commit.
     if res.calls.lookup(key.op_key) is None:
+        # A session of an attempt that died mid-build may still run in the daemon and write the
+        # workspace after the reset below: abort it and wait until it stops, then reset.
+        stale = res.calls.open_sessions(inp.run_id, StepId.apply_patch)
+        if stale:
+            busy = res.opencode.abort_sessions(ws, stale)
+            if busy:
+                raise RetryableStepError(f"earlier build sessions still run: {busy}", code="oc_session_busy")
         workspace.reset(ws)
     summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
     diff, files = workspace.diff(ws)
