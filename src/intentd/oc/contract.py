@@ -391,24 +391,18 @@ def main(argv: list[str]) -> int:
     """`python -m intentd.oc.contract record|check|check-recorded` (the oc:contract tasks)."""
     restrict_umask()
     action = argv[0] if argv else "check"
+    if action not in ("record", "check", "check-recorded"):
+        print(f"unknown action {action!r} (record, check, check-recorded)", file=sys.stderr)
+        return 2
     try:
         if action == "record":
             print(record(get_settings()))
-        elif action == "check":
-            return check(get_settings())
-        elif action == "check-recorded":
-            return check_recorded()
-        else:
-            print(f"unknown action {action!r} (record, check, check-recorded)", file=sys.stderr)
-            return 2
+            return 0
+        return check(get_settings()) if action == "check" else check_recorded()
     except (daemon.DaemonError, jail.JailError) as exc:
         print(f"oc contract: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, so the daemon module `running_daemon` uses is the one imported.
-    from intentd.oc import contract as _module
-
-    raise SystemExit(_module.main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ _SECRET_PREFIXES = ("DATABASE_URL", "DBOS", "PG", "INTENTD_", "OC_MODE")
 def _serve_pid(target: Target) -> int:
     pid = daemon.daemon_pid(target.settings)
     if pid is None:
-        raise RuntimeError(f"no `opencode serve` process for port {target.settings.oc_server_port}")
+        raise RuntimeError("no `opencode serve` process for the stack's daemon port")
     return pid
 
 
