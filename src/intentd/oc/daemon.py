@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from intentd.config import REPO_ROOT, Settings, get_settings
-from intentd.hardening import restrict_umask
+from intentd.hardening import private_dir, restrict_umask
 from intentd.oc import auth, jail
 from intentd.stack import Proc
 
@@ -82,8 +82,7 @@ class Paths:
 
 def paths(settings: Settings) -> Paths:
     tmp, port, fport = settings.tmp_dir, settings.oc_server_port, settings.fixture_model_port
-    run = tmp / "run"
-    run.mkdir(parents=True, exist_ok=True)
+    run = private_dir(tmp / "run")  # pidfiles and the daemon's password file
     return Paths(
         home=tmp / f"oc-home-{port}",
         daemon_log=tmp / f"oc-daemon-{port}.log",
@@ -207,6 +206,12 @@ def up(settings: Settings) -> str:
     model = up_fixture_model(settings)
     found = probe(settings)
     if found is not None:
+        if httpx.get(f"{settings.oc_base_url}/global/health", timeout=5).status_code != 401:
+            # Started by older code (or by hand): no password, the worker's environment, maybe root.
+            raise DaemonError(
+                f"the daemon on {settings.oc_base_url} answers without a password: stop it "
+                "(`mise run oc:daemon:down`, or by its pid) and run `mise run oc:daemon:up` again"
+            )
         return f"{model}; opencode {found.get('version')} already answers on {settings.oc_base_url}"
     t0 = time.monotonic()
     try:
