@@ -27,7 +27,7 @@ import httpx
 from intentd.config import REPO_ROOT, Settings, get_settings
 from intentd.hardening import private_dir, restrict_umask
 from intentd.oc import auth, jail
-from intentd.stack import Proc
+from intentd.process import Proc
 
 CONFIG_PATH = REPO_ROOT / "config" / "opencode" / "opencode.json"
 START_TIMEOUT = 60.0
