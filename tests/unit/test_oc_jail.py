@@ -42,6 +42,9 @@ def test_jail_binds_only_the_binary_the_state_dir_and_the_workspaces_root(tmp_pa
     writable = [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"]
     assert writable == [str(tmp_path / "oc-home-1"), str(settings.workspaces_dir)]
     assert ["--ro-bind", str(binary), str(binary)] == argv[argv.index(str(binary)) - 1 : argv.index(str(binary)) + 2]
+    read_only = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind"]
+    home = tmp_path / "oc-home-1"
+    assert str(home / "opencode.json") in read_only  # its config: not writable, even by the daemon
     assert "--unshare-net" not in argv  # it listens on 127.0.0.1 and calls the model
     if os.geteuid() == 0:
         assert any(a.startswith("--reuid=") for a in argv) and "--no-new-privs" in argv

@@ -93,11 +93,15 @@ def prepare_dirs(settings: Settings, home: Path, config: Path) -> Path:
         _give(directory, who)
     if who is not None:
         hand_over(home, who)  # state left by an older daemon that ran as root
+    # Where opencode looks for config besides OPENCODE_CONFIG ($XDG_CONFIG_HOME/opencode, ~/.opencode):
+    # emptied at each start, so nothing the agent may have written there outlives a restart. (opencode
+    # writes in the first at start-up, so it cannot be read-only.)
+    for directory in (home / ".config", home / ".opencode"):
+        shutil.rmtree(directory, ignore_errors=True)
     copied = home / "opencode.json"
+    copied.unlink(missing_ok=True)  # a new file, root's (copying onto the old one would keep its owner)
     shutil.copyfile(config, copied)
-    copied.chmod(0o600)
-    if who is not None:
-        os.chown(copied, who.uid, who.gid)
+    copied.chmod(0o644)  # root's, and read-only in the jail: the daemon reads it, cannot change it
     return copied
 
 
@@ -167,6 +171,7 @@ def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) ->
         "--perms", "1777", "--tmpfs", "/tmp",
         "--ro-bind", str(binary), str(binary),
         "--bind", str(home), str(home),
+        "--ro-bind", str(home / "opencode.json"), str(home / "opencode.json"),
         "--bind", str(settings.workspaces_dir), str(settings.workspaces_dir),
         "--remount-ro", "/",
         "--chdir", "/",  # not HOME: bubblewrap has dropped the capability to enter another's 0700 dir
