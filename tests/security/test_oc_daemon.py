@@ -202,3 +202,17 @@ def test_daemon_sees_no_host_secrets(oc: Settings) -> None:
     view = Path(f"/proc/{_serve_pid(oc)}/root")
     for path in (Path("/root"), REPO_ROOT / ".git", REPO_ROOT / ".tmp" / "pg", REPO_ROOT / ".tmp" / "pg-password"):
         assert not os.path.lexists(f"{view}{path}"), path
+
+
+def test_daemon_cannot_list_or_rename_other_runs_workspaces(oc: Settings) -> None:
+    """One daemon serves every run: it may enter the workspace it is handed, not find or move the others."""
+    pid = _serve_pid(oc)
+    uid, gid = _ids(pid)
+    other = oc.workspaces_dir / f"run-{uuid.uuid4()}"
+    other.mkdir(parents=True)
+    as_daemon = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    root = f"/proc/{pid}/root{oc.workspaces_dir}"
+    listed = subprocess.run([*as_daemon, "ls", root], capture_output=True, text=True)
+    assert other.name not in listed.stdout
+    moved = subprocess.run([*as_daemon, "mv", f"{root}/{other.name}", f"{root}/stolen"], capture_output=True)
+    assert moved.returncode != 0 and other.is_dir()

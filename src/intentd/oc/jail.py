@@ -76,23 +76,24 @@ def ensure_user(settings: Settings) -> None:
         )  # fmt: skip
 
 
-def _give(path: Path, who: Account | None) -> None:
-    path.chmod(0o700)
-    if who is not None:
-        os.chown(path, who.uid, who.gid, follow_symlinks=False)
-
-
 def prepare_dirs(settings: Settings, home: Path, config: Path) -> Path:
-    """The daemon's state dir (HOME) and the workspaces root, its own and 0700; its config copied in.
+    """The daemon's state dir (HOME, its own, 0700), the workspaces root (root:its group, 0710), its
+    config copied in.
 
     The copy (not a bind of the operator's file) lets a 0600 config elsewhere be read by the account.
     """
     who = account(settings)
-    for directory in (home, settings.workspaces_dir):
-        private_dir(directory)
-        _give(directory, who)
-    if who is not None:
+    private_dir(home).chmod(0o700)
+    root = private_dir(settings.workspaces_dir)
+    if who is None:
+        root.chmod(0o700)
+    else:
         hand_over(home, who)  # state left by an older daemon that ran as root
+        # The workspaces root stays the worker's; the daemon's group may only walk through it: it can
+        # neither list nor rename the runs' workspaces (named by random run ids), only enter the one
+        # it is handed (`hand_over_workspace`). Nobody else may even walk through.
+        os.chown(root, 0, who.gid)
+        root.chmod(0o710)
     # Where opencode looks for config besides OPENCODE_CONFIG ($XDG_CONFIG_HOME/opencode, ~/.opencode):
     # emptied at each start, so nothing the agent may have written there outlives a restart. (opencode
     # writes in the first at start-up, so it cannot be read-only.)

@@ -79,7 +79,8 @@ def files_private(target: Target) -> ProbeResult:
     workspaces = target.settings.workspaces_dir
     if workspaces.is_dir():
         candidates += [p for p in workspaces.iterdir()]
-    readable = [_mode(p) for p in candidates if p.exists() and p.stat().st_mode & 0o077]
+    # The workspaces root's group (the OpenCode daemon's account) may walk through it: g=x (oc/jail.py).
+    readable = [_mode(p) for p in candidates if p.exists() and p.stat().st_mode & (0o067 if p == workspaces else 0o077)]
     umasks = {
         name: _umask(tmp / "run" / f"{name}-{port}.pid")
         for name, port in (("worker", target.settings.admin_port), ("shim", target.settings.port))
