@@ -29,6 +29,8 @@ HTTP_CLIENTS = ("httpx", "requests", "urllib.request", "urllib3", "http.client",
 OPENCODE_ENDPOINTS = ("/session", "/global/health", "/agent", "prompt_async", "/global/event")
 OC_SETTINGS = ("oc_base_url", "oc_base_url_env", "oc_server_port")
 WRAPPER = ("src/intentd/oc/",)
+# The security probes attack the daemon on purpose (as any local process could), so they may reach it.
+ATTACKERS = ("src/intentd_dev/probe/",)
 PLAN_MUST_DENY = ("edit", "write", "patch", "bash", "webfetch", "websearch")
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization|bearer)", re.IGNORECASE)
 SECRET_VALUES = re.compile(
@@ -109,7 +111,7 @@ def _reads_env(node: ast.AST, name: str) -> bool:
 def check_oc_boundary(root: Path = REPO_ROOT) -> list[str]:
     violations = []
     for rel, tree in _python_files(root, "src", "scripts"):
-        if rel.startswith(WRAPPER) or rel == "src/intentd/config.py":
+        if rel.startswith(WRAPPER + ATTACKERS) or rel == "src/intentd/config.py":
             continue
         for node in ast.walk(tree):
             if _reads_env(node, "OC_BASE_URL") or _reads_env(node, "OC_SERVER_PORT"):
