@@ -10,6 +10,10 @@ IntentdError (code, http_status, retryable)
     ├── RetryableStepError    the step's retry budget applies
     └── PermanentStepError    the run fails at once
 OpenCode errors (intentd.oc.errors) and sandbox errors are StepErrors translated at their edge.
+
+A step error is served (GET /runs/{id}) as its code, a fixed text per code (STEP_ERROR_MESSAGES), the
+step, a reference id and only the structured details of PUBLIC_DETAIL_KEYS: exception text, host
+paths and stderr stay in the worker's log, under that reference id (intentd.workflow.run._guard).
 """
 
 from __future__ import annotations
@@ -60,13 +64,45 @@ class Conflict(ClientError):
     code = "invalid_state"
 
 
+# The public text of each step error code; any other code gets _GENERIC_STEP_MESSAGE.
+STEP_ERROR_MESSAGES: dict[str, str] = {
+    "internal_error": "the step failed unexpectedly; the worker's log holds the cause under this error's ref",
+    "workspace_error": "a git operation on the run's workspace failed",
+    "bad_repo": "inputs.repo is not a usable git repository",
+    "invalid_plan": "the plan agent's output does not match the plan schema",
+    "policy_rejected": "the policy rejected the patch; details.reasons says why",
+    "acceptance_exit": "an acceptance command exited with a non-zero status",
+    "acceptance_timeout": "an acceptance command ran past the sandbox's time limit",
+    "acceptance_signal": "an acceptance command was killed by a signal",
+    "oc_unavailable": "the OpenCode daemon is unavailable",
+    "oc_session_busy": "an OpenCode session of an earlier attempt did not stop when aborted",
+    "oc_timeout": "the OpenCode daemon did not answer in time",
+    "oc_server_error": "the OpenCode daemon answered with a server error",
+    "oc_model_error": "the model call failed",
+    "oc_invalid_structured_output": "the model's structured output is missing or invalid",
+    "oc_bad_request": "the OpenCode daemon refused the request",
+    "oc_protocol_error": "the OpenCode daemon's answer does not match its contract",
+    "oc_provider_auth": "the model provider refused the credentials",
+}
+_GENERIC_STEP_MESSAGE = "the step failed; the worker's log holds the cause under this error's ref"
+# Structured facts about the run that are safe to serve: indexes, outcomes, exit codes, the plan's own
+# commands, the policy's reasons and the patch's (workspace-relative) files. Never text from an
+# exception, a subprocess's stderr or a daemon's answer.
+PUBLIC_DETAIL_KEYS = frozenset({"index", "outcome", "exitCode", "signal", "command", "decision", "reasons", "files"})
+
+
 class StepError(IntentdError):
     """A step failed. `code` is stable and lands in the run's error envelope."""
 
     code = "step_failed"
 
-    def to_dict(self, step: str) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "step": step, "details": self.details}
+    def to_dict(self, step: str, ref: str | None = None) -> dict[str, Any]:
+        """The public envelope: code, fixed message, step, reference id (the log's key), safe details."""
+        details = None
+        if isinstance(self.details, dict):
+            details = {k: v for k, v in self.details.items() if k in PUBLIC_DETAIL_KEYS} or None
+        message = STEP_ERROR_MESSAGES.get(self.code, _GENERIC_STEP_MESSAGE)
+        return {"code": self.code, "message": message, "step": step, "ref": ref, "details": details}
 
 
 class RetryableStepError(StepError):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from dbos import DBOSClient
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
@@ -16,7 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intentd import __version__
 from intentd.api import reads
+from intentd.api.body_limit import BodyLimit
 from intentd.api.handoff import Handoff
+from intentd.api.openapi import document
 from intentd.api.routes import intents, runs
 from intentd.config import Settings, get_settings
 from intentd.db.connection import create_engine
@@ -26,14 +29,24 @@ from intentd.recipes import load_recipes
 log = logging.getLogger("intentd.api")
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status)
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details}}, status_code=status, headers=headers
+    )
+
+
+def _printable(text: object) -> str:
+    # A key in the body may hold a lone surrogate, which has no UTF-8 form: echo it escaped.
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only deterministic parts: where, what kind, and the message (not the echoed input).
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": e.get("msg")} for e in exc.errors()
+        {"loc": [_printable(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": _printable(e.get("msg"))}
+        for e in exc.errors()
     ]
 
 
@@ -67,17 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        limit = settings.max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(413, "body_too_large", f"request body over {limit} bytes", {"limit": limit})
-        if request.method in ("POST", "PUT", "PATCH") and length is None:
-            body = await request.body()  # chunked: read it (Starlette caches it for the route)
-            if len(body) > limit:
-                return _error(413, "body_too_large", f"request body over {limit} bytes", {"limit": limit})
-        return await call_next(request)
+    # Counts the bytes as they stream in (chunked or not): a body over the limit is answered 413
+    # before the route runs, so nothing is written.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(IntentdError)
     async def intentd_error(_: Request, exc: IntentdError) -> JSONResponse:
@@ -100,51 +105,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        # exc.headers carries the `Allow` of a 405, which RFC 9110 requires.
+        if exc.status_code == 400:  # FastAPI's only one: a body it could not decode (e.g. invalid UTF-8)
+            return _error(400, "malformed_json", "request body is not valid JSON in UTF-8")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "details", None), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's mistake: the text stays in the log, the client gets a reference to it.
+        ref = f"err-{uuid.uuid4()}"
+        log.error("ref=%s %s %s failed", ref, request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "the shim failed unexpectedly", {"ref": ref})
 
     app.include_router(intents.router)
     app.include_router(runs.router)
-    _document_errors(app)
+    document(app, settings)
     return app
-
-
-def _document_errors(app: FastAPI) -> None:
-    """The OpenAPI document lists the statuses the shim really returns, all with the error envelope:
-    400 instead of FastAPI's 422 (validation maps to 400), 413 and 405 from the edge, 503 when the
-    database is down, and 404/409 where a route can answer them."""
-    from fastapi.openapi.utils import get_openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
-        for path, item in doc["paths"].items():
-            for method, op in item.items():
-                responses = op.setdefault("responses", {})
-                responses.pop("422", None)
-                codes = {"405": "method not allowed", "503": "database unavailable"}
-                if method == "post":
-                    codes |= {"400": "bad request (validation, malformed JSON, policy)", "413": "body too large"}
-                if "{" in path:
-                    codes |= {"404": "unknown id"}
-                if method == "post" and path != "/intents":
-                    codes |= {"409": "state-machine violation"}
-                for code, text in codes.items():
-                    responses.setdefault(code, {"description": text, "content": envelope})
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        for name in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(name, None)
-        from intentd.api.schemas import ErrorEnvelope
-
-        schemas.update(ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"])
-        schemas["ErrorEnvelope"] = {
-            k: v
-            for k, v in ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}").items()
-            if k != "$defs"
-        }
-        app.openapi_schema = doc
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -56,7 +56,8 @@ class Handoff:
         self, intent_id: str, recipe: Recipe, workload: dict[str, Any], trace_id: str | None
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
-            intent = q.get_intent(conn, intent_id, lock=True)
+            # An id with NUL names nothing (and PostgreSQL text could not even be compared with it).
+            intent = None if "\x00" in intent_id else q.get_intent(conn, intent_id, lock=True)
             if intent is None:
                 raise NotFound(f"intent {intent_id!r} not found", details={"intentId": intent_id})
             existing = q.get_run_of_intent(conn, intent_id)
@@ -176,7 +177,7 @@ class Handoff:
         return {**run, "status": "running", "retry_count": retry_count, "from_step": from_step}
 
     def _locked_run(self, conn: sa.Connection, run_ref: str) -> dict[str, Any]:
-        run = q.get_run(conn, run_ref, lock=True)
+        run = None if "\x00" in run_ref else q.get_run(conn, run_ref, lock=True)
         if run is None:
             raise NotFound(f"run {run_ref!r} not found", details={"id": run_ref})
         return run

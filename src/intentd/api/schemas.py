@@ -3,39 +3,140 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    WithJsonSchema,
+    field_validator,
+)
 
 JsonObject = dict[str, Any]
 
+# What PostgreSQL text and jsonb can store, and so what the shim accepts in any string of a body
+# (keys and values): no NUL (U+0000), declared as a `pattern`, and no lone surrogate (U+D800..U+DFFF,
+# an escape such as "\ud800" or CESU-8 bytes), which has no UTF-8 form. A lone surrogate is no
+# Unicode character at all, so a regex (Rust's, ECMA-262's with `u`) cannot name it: the description
+# says it. (A pattern naming every other code point up to U+10FFFF made schemathesis crawl.)
+STORABLE_TEXT = r"^[^\x00]*$"
+STORABLE_NOTE = "No NUL (U+0000) and no lone surrogate (U+D800..U+DFFF): PostgreSQL cannot store them (400)."
+# ... and not blank: not only ASCII whitespace (what "blank" means here, `_not_blank`). Said with `not`,
+# so the pattern above stays the one-class form schemathesis fits to a length quickly.
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+BLANK_TEXT = r"^[ \t\n\r\x0b\x0c]*$"
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+# The free-form JSON values (inputs, constraints, event payloads) are a recursive schema, the
+# document's component JsonValue. pydantic resolves every `$ref` it emits, so the models carry this
+# marker instead and the document's generator (app.py) turns each into the reference.
+JSON_VALUE_MARKER: dict[str, Any] = {"x-intentd-json-value": True}
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": STORABLE_TEXT},
+    "additionalProperties": JSON_VALUE_MARKER,
+}
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": f"Any JSON value; in strings and keys: {STORABLE_NOTE}",
+    "anyOf": [
+        {"type": "string", "pattern": STORABLE_TEXT},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": JSON_VALUE_MARKER},
+        JSON_OBJECT_SCHEMA,
+    ],
+}
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, as a 400, not deep in a query.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
+
+def _storable(value: str) -> str:
+    # Refused here, as a 400, not deep in a query as a 500.
+    if _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL (U+0000) or a lone surrogate (U+D800..U+DFFF)")
     return value
 
 
-def _no_nul_deep(value: Any) -> Any:
-    """Refuse what JSON-in-PostgreSQL cannot hold: NUL in strings and keys, NaN and ±Infinity."""
+def _storable_deep(value: Any) -> Any:
+    """Refuse what JSON-in-PostgreSQL cannot hold: NUL or lone surrogates in strings and keys, NaN, ±Infinity."""
     if isinstance(value, str):
-        _no_nul(value)
+        _storable(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("numbers must be finite (no NaN or Infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
-            _no_nul_deep(item)
+            _storable(key)
+            _storable_deep(item)
     elif isinstance(value, list):
         for item in value:
-            _no_nul_deep(item)
+            _storable_deep(item)
     return value
 
 
-Text = Annotated[StrictStr, AfterValidator(_no_nul)]
-JsonIn = Annotated[dict[str, Any], AfterValidator(_no_nul_deep)]
+def _not_blank(value: str) -> bool:
+    return bool(value.strip(_ASCII_WHITESPACE))
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 6.0; strict pydantic would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _policy_constraints(value: dict[str, Any]) -> dict[str, Any]:
+    """The constraints DecideST reads must have the types it reads them as: a string `paths` would
+    be matched one character at a time (so "*" would allow every path)."""
+    paths = value.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ValueError("constraints.paths must be a list of glob patterns (strings)")
+    size = _integral(value.get("maxDiffBytes", 0))
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError("constraints.maxDiffBytes must be a non-negative integer")
+    if not isinstance(value.get("allowEmptyDiff", False), bool):
+        raise ValueError("constraints.allowEmptyDiff must be a boolean")
+    return value
+
+
+Text = Annotated[
+    StrictStr,
+    AfterValidator(_storable),
+    Field(json_schema_extra={"pattern": STORABLE_TEXT, "description": STORABLE_NOTE}),
+]
+NotBlank = Annotated[
+    StrictStr,
+    AfterValidator(_storable),
+    Field(
+        json_schema_extra={
+            "pattern": STORABLE_TEXT,
+            "not": {"pattern": BLANK_TEXT},
+            "description": f"Not only ASCII whitespace. {STORABLE_NOTE}",
+        }
+    ),
+]
+Count = Annotated[int, BeforeValidator(_integral)]
+JsonIn = Annotated[dict[str, Any], AfterValidator(_storable_deep), WithJsonSchema(JSON_OBJECT_SCHEMA)]
+ConstraintsIn = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable_deep),
+    AfterValidator(_policy_constraints),
+    WithJsonSchema(
+        {
+            **JSON_OBJECT_SCHEMA,
+            "properties": {
+                "paths": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": STORABLE_TEXT},
+                    "description": "glob patterns the patch may touch (default: the plan's own files)",
+                },
+                "maxDiffBytes": {"type": "integer", "minimum": 0},
+                "allowEmptyDiff": {"type": "boolean"},
+            },
+        }
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -43,23 +144,25 @@ class Strict(BaseModel):
 
 
 class CreateIntent(Strict):
-    goal: Text = Field(min_length=1, max_length=4000)
+    goal: NotBlank = Field(min_length=1, max_length=4000)
     inputs: JsonIn = Field(default_factory=dict)
-    constraints: JsonIn = Field(default_factory=dict)
+    constraints: ConstraintsIn = Field(default_factory=dict)
 
     @field_validator("goal")
     @classmethod
     def _goal_not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not _not_blank(value):
             raise ValueError("goal must not be blank")
         return value
 
 
 class WorkloadIn(Strict):
-    concurrency: int | None = Field(None, ge=1)
-    steps: int | None = Field(None, ge=1)
-    sandbox_minutes: int | float | None = Field(None, gt=0, alias="sandboxMinutes")
-    sandbox_disk_mb: int | None = Field(None, ge=1, alias="sandboxDiskMb")
+    """The caps' fields. The document's StartRun adds each recipe's caps as maxima (app.py)."""
+
+    concurrency: Count | None = Field(None, ge=1)
+    steps: Count | None = Field(None, ge=1)
+    sandbox_minutes: float | None = Field(None, gt=0, alias="sandboxMinutes")
+    sandbox_disk_mb: Count | None = Field(None, ge=1, alias="sandboxDiskMb")
 
 
 class StartRun(Strict):
@@ -69,14 +172,14 @@ class StartRun(Strict):
 
 
 class ApprovePlan(Strict):
-    approved_by: Text = Field(alias="approvedBy", min_length=1, max_length=200)
+    approved_by: NotBlank = Field(alias="approvedBy", min_length=1, max_length=200)
     notes: Text | None = Field(None, max_length=4000)
-    plan_hash: Text | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
+    plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("approved_by")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not _not_blank(value):
             raise ValueError("approvedBy must not be blank")
         return value
 

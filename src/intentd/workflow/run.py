@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +47,26 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         faults.crash_point(res.settings, f"{step_id}:after", run_id)
         return {"ok": True, "output": output}
     except StepError as exc:
-        return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id)}
-    except Exception as exc:
-        log.exception("step %s of %s failed unexpectedly", step_id, run_id)
-        err = RetryableStepError(f"{type(exc).__name__}: {exc}", code="internal_error")
-        return {"ok": False, "retryable": True, "error": err.to_dict(step_id)}
+        # The API serves the code, a fixed text and this reference; the error's own text (host paths,
+        # stderr, a daemon's answer) is logged under the reference only. Made inside the step, the
+        # reference is checkpointed with its result: a replay serves the same one.
+        ref = f"err-{uuid.uuid4()}"
+        log.warning(
+            "ref=%s step %s of %s attempt %d failed: %s: %s details=%r",
+            ref,
+            step_id,
+            run_id,
+            attempt,
+            exc.code,
+            exc.message,
+            exc.details,
+        )
+        return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id, ref)}
+    except Exception:
+        ref = f"err-{uuid.uuid4()}"
+        log.exception("ref=%s step %s of %s attempt %d failed unexpectedly", ref, step_id, run_id, attempt)
+        err = RetryableStepError("internal error", code="internal_error")
+        return {"ok": False, "retryable": True, "error": err.to_dict(step_id, ref)}
 
 
 @DBOS.step(name="CompileST")
