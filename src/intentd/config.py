@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     fault_step_delay_seconds: float = Field(0.0, validation_alias="INTENTD_FAULT_STEP_DELAY")
     # ... and OC_MODE=mock's fake OpenCode takes this long per prompt (a call in flight to kill).
     fault_oc_delay_seconds: float = Field(0.0, ge=0, validation_alias="INTENTD_FAULT_OC_DELAY")
-    # The crash matrix: SIGKILL the worker once per run at this named boundary (intentd.durability.faults).
+    # The crash matrix: SIGKILL the worker once per run at this named boundary (intentd.workflow.faults).
     fault_crash_at: str | None = Field(None, validation_alias="INTENTD_FAULT_CRASH_AT")
     # Diagnosis: trace heap allocations with this many frames (0: off); see worker/memory.py.
     tracemalloc_frames: int = Field(0, ge=0, le=100, validation_alias="INTENTD_TRACEMALLOC")

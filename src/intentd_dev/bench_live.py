@@ -25,10 +25,10 @@ import httpx
 import psycopg
 
 from intentd import stack
-from intentd.bench import database, report
-from intentd.bench.stats import percentile
 from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
+from intentd_dev.bench import database, report
+from intentd_dev.bench.stats import percentile
 
 GOALS = {"start_to_gate_p50_s": 1.0, "approve_to_succeeded_p50_s": 0.6, "overhead_share_max": 0.10}
 _POLL = 0.01

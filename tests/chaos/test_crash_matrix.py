@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from intentd import oracles
-from intentd.durability.faults import POINTS
+from intentd.workflow.faults import POINTS
 from tests.chaos.conftest import Bench, wait_dead
 
 pytestmark = pytest.mark.chaos

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from intentd.fixture_model import scenarios
-from intentd.testing import golden
+from intentd_dev.testing import golden
 from tests.conftest import row_counts
 from tests.e2e.conftest import Stack
 from tests.integration.oc_helpers import assert_agent_tools, assert_wire_rules

@@ -28,10 +28,11 @@ import pytest
 
 from intentd.config import REPO_ROOT, Settings
 from intentd.db.calls import CallKey, SqlCallStore
-from intentd.oc import FakeOpenCode, OpenCodeClient, daemon, open_client
+from intentd.oc import OpenCodeClient, daemon, open_client
 from intentd.oc.auth import daemon_auth
 from intentd.oc.daemon import model_url
-from intentd.oc.fake import BUILTIN_TOOLS
+from intentd.oc.tools import BUILTIN_TOOLS
+from intentd_dev.oc_fake import FakeOpenCode
 
 # What the plan agent must never be offered (edit covers write/patch in OpenCode's permissions).
 PLAN_DENIED_ON_WIRE = ("edit", "write", "patch", "apply_patch", "multiedit", "bash", "webfetch", "websearch", "task")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from intentd.domain import plan_json_schema
 from intentd.oc import render_build_prompt, render_compile_prompt
-from intentd.oc.fake import tool_disabled
+from intentd.oc.tools import tool_disabled
 from tests.integration.oc_helpers import (  # noqa: F401
     PLAN_DENIED_ON_WIRE,
     OcHarness,

@@ -76,7 +76,7 @@ def test_the_build_agent_session_denies_shell_and_web_but_not_files(oc: OcHarnes
 
 def test_the_loaded_plan_agent_rules_deny_the_tools(oc: OcHarness) -> None:
     """What the daemon reports through GET /agent (with the directory, #6396)."""
-    from intentd.oc.fake import tool_disabled
+    from intentd.oc.tools import tool_disabled
 
     agents = {a.name: a for a in oc.client.agents(oc.workspace())}
     rules = [r.model_dump() for r in agents["plan"].permission]

@@ -19,7 +19,8 @@ import pytest
 from intentd.config import Settings
 from intentd.db.calls import CallKey, SqlCallStore
 from intentd.domain import plan_json_schema
-from intentd.oc import FakeOpenCode, OpenCodeModelError, OpenCodeProviderAuthError, open_client, render_compile_prompt
+from intentd.oc import OpenCodeModelError, OpenCodeProviderAuthError, open_client, render_compile_prompt
+from intentd_dev.oc_fake import FakeOpenCode
 from tests.integration.oc_helpers import make_workspace
 
 

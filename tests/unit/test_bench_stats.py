@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from intentd.bench.raw import ops_for
-from intentd.bench.stats import percentile, ratio, schedule, steady_throughput, summarize
+from intentd_dev.bench.raw import ops_for
+from intentd_dev.bench.stats import percentile, ratio, schedule, steady_throughput, summarize
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from intentd.testing.files import to_pytest_path
+from intentd_dev.testing.files import to_pytest_path
 
 
 def test_course_typescript_names_map_to_snake_case_pytest_modules() -> None:

@@ -1,7 +1,7 @@
 """The fixture model's scenarios: deterministic answers derived from the intentd prompt blocks.
 
 Pure functions, no I/O: the HTTP server (`server.py`) and the in-process OpenCode fake
-(`intentd.oc.fake`) both answer through `respond()`, so mock and live runs see the same model.
+(`intentd_dev.oc_fake`) both answer through `respond()`, so mock and live runs see the same model.
 
 Compile (the prompt holds an `intentd-compile-request` block):
 - goal contains "ask user" and no answers → a plan with one question;

@@ -4,12 +4,17 @@
 (OC_MODE=live, with the daemon's password, handing each workspace to the daemon's account before it
 works there) or httpx.MockTransport into the in-process fake (OC_MODE=mock). Everything above the
 transport — requests, op_key replay, error mapping — is the same code.
+
+The fake is a proving tool: it lives in the development package (`intentd_dev.oc_fake`, a source
+checkout), which the product never imports statically; OC_MODE=mock loads it by name.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 
@@ -18,6 +23,7 @@ from intentd.oc.auth import daemon_auth
 from intentd.oc.client import DENIED_BUILD_TOOLS, DENIED_PLAN_TOOLS, CallStore, OpenCodeClient, Timeouts
 from intentd.oc.errors import (
     InvalidStructuredOutput,
+    MockModeUnavailable,
     OpenCodeModelError,
     OpenCodeProtocolError,
     OpenCodeProviderAuthError,
@@ -26,7 +32,6 @@ from intentd.oc.errors import (
     OpenCodeTimeout,
     OpenCodeUnavailable,
 )
-from intentd.oc.fake import FakeOpenCode
 from intentd.oc.jail import hand_over_workspace
 from intentd.oc.models import ModelRef
 from intentd.oc.prompts import render_build_prompt, render_compile_prompt
@@ -35,8 +40,9 @@ __all__ = [
     "DENIED_BUILD_TOOLS",
     "DENIED_PLAN_TOOLS",
     "CallStore",
-    "FakeOpenCode",
     "InvalidStructuredOutput",
+    "MockDaemon",
+    "MockModeUnavailable",
     "ModelRef",
     "OpenCodeClient",
     "OpenCodeModelError",
@@ -52,11 +58,36 @@ __all__ = [
     "render_compile_prompt",
 ]
 
+# Where OC_MODE=mock finds its fake daemon: the development package, present in a source checkout only.
+FAKE_MODULE = "intentd_dev.oc_fake"
+
+
+class MockDaemon(Protocol):
+    """What OC_MODE=mock needs of a fake daemon (`intentd_dev.oc_fake.FakeOpenCode`): its transport."""
+
+    def transport(self) -> httpx.BaseTransport: ...
+
+
+def _default_fake(settings: Settings) -> MockDaemon:
+    try:
+        module = importlib.import_module(FAKE_MODULE)
+    except ModuleNotFoundError as exc:
+        # Only the package itself missing means "no source checkout"; a broken import inside it is a bug.
+        if exc.name in (FAKE_MODULE.split(".")[0], FAKE_MODULE):
+            raise MockModeUnavailable(
+                "OC_MODE=mock needs the development package intentd_dev (a source checkout); "
+                "an installed intentd runs with OC_MODE=live",
+                details={"module": FAKE_MODULE},
+            ) from exc
+        raise
+    fake: MockDaemon = module.FakeOpenCode(model_seconds=settings.fault_oc_delay_seconds)
+    return fake
+
 
 def open_client(
     settings: Settings,
     store: CallStore,
-    fake: FakeOpenCode | None = None,
+    fake: MockDaemon | None = None,
     *,
     timeouts: Timeouts | None = None,
     model: ModelRef | None = None,
@@ -70,7 +101,7 @@ def open_client(
     """
     timeouts = timeouts or Timeouts()
     if settings.oc_mode == "mock":
-        transport = (fake or FakeOpenCode(model_seconds=settings.fault_oc_delay_seconds)).transport()
+        transport = (fake or _default_fake(settings)).transport()
         http = httpx.Client(base_url=settings.oc_base_url, transport=transport, timeout=timeouts.for_call(prompt=False))
         return OpenCodeClient(http, store, model=model, timeouts=timeouts, on_request=on_request)
     # The live daemon wants its password, and can write only what its account owns.

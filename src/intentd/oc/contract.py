@@ -29,7 +29,6 @@ from intentd.config import REPO_ROOT, Settings, get_settings
 from intentd.hardening import private_dir, restrict_umask
 from intentd.oc import auth, daemon, jail
 from intentd.oc.client import DENIED_BUILD_TOOLS, DENIED_PLAN_TOOLS
-from intentd.oc.fake import BUILTIN_TOOLS, tool_disabled
 from intentd.oc.models import (
     USED_OPERATIONS,
     Agent,
@@ -42,6 +41,7 @@ from intentd.oc.models import (
     SessionCreate,
     TextPartInput,
 )
+from intentd.oc.tools import BUILTIN_TOOLS, tool_disabled
 
 CONTRACT_DIR = REPO_ROOT / "docs" / "contracts" / "opencode"
 PROBE_TOOLS = tuple(sorted({*BUILTIN_TOOLS, "apply_patch", "multiedit", "patch", "websearch", "codesearch"}))

@@ -10,11 +10,13 @@ PermanentStepError
 ├── OpenCodeRequestError        oc_bad_request          4xx: the wrapper's request is wrong
 ├── OpenCodeProtocolError       oc_protocol_error       answer does not match the contract
 └── OpenCodeProviderAuthError   oc_provider_auth        the provider refused the credentials
+IntentdError
+└── MockModeUnavailable         oc_mock_unavailable     OC_MODE=mock outside a source checkout
 """
 
 from __future__ import annotations
 
-from intentd.errors import PermanentStepError, RetryableStepError
+from intentd.errors import IntentdError, PermanentStepError, RetryableStepError
 
 
 class OpenCodeUnavailable(RetryableStepError):
@@ -47,3 +49,9 @@ class OpenCodeProtocolError(PermanentStepError):
 
 class OpenCodeProviderAuthError(PermanentStepError):
     code = "oc_provider_auth"
+
+
+class MockModeUnavailable(IntentdError):
+    """OC_MODE=mock needs the in-process fake, which ships in the development package only."""
+
+    code = "oc_mock_unavailable"

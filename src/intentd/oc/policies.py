@@ -31,6 +31,8 @@ OC_SETTINGS = ("oc_base_url", "oc_base_url_env", "oc_server_port")
 WRAPPER = ("src/intentd/oc/",)
 # The security probes attack the daemon on purpose (as any local process could), so they may reach it.
 ATTACKERS = ("src/intentd_dev/probe/",)
+# The in-process fake of the daemon (OC_MODE=mock) answers OpenCode's endpoints rather than calling them.
+EMULATORS = ("src/intentd_dev/oc_fake.py",)
 PLAN_MUST_DENY = ("edit", "write", "patch", "bash", "webfetch", "websearch")
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization|bearer)", re.IGNORECASE)
 SECRET_VALUES = re.compile(
@@ -41,7 +43,7 @@ HARMLESS_SECRETS = re.compile(r"^(|unused|none|dummy|\{env:[A-Z0-9_]+\}|\{file:[
 # Where the string "parentID" may appear: reading the daemon's answer, emulating it, checking for it.
 PARENTID_ALLOWED = (
     "src/intentd/oc/models.py",
-    "src/intentd/oc/fake.py",
+    "src/intentd_dev/oc_fake.py",
     "src/intentd/oc/policies.py",
     "src/intentd/oc/contract.py",
 )
@@ -111,7 +113,7 @@ def _reads_env(node: ast.AST, name: str) -> bool:
 def check_oc_boundary(root: Path = REPO_ROOT) -> list[str]:
     violations = []
     for rel, tree in _python_files(root, "src", "scripts"):
-        if rel.startswith(WRAPPER + ATTACKERS) or rel == "src/intentd/config.py":
+        if rel.startswith(WRAPPER + ATTACKERS + EMULATORS) or rel == "src/intentd/config.py":
             continue
         for node in ast.walk(tree):
             if _reads_env(node, "OC_BASE_URL") or _reads_env(node, "OC_SERVER_PORT"):

@@ -1,8 +1,9 @@
-"""Operator entry for the sandbox: `python -m intentd.sandbox.cli exec|smoke|soak`.
+"""Operator entry for the sandbox: `python -m intentd.sandbox.cli exec`.
 
 `exec` runs one command exactly as ExecuteST does (same runner, the default recipe's limits, a
 scratch workspace) and exits with its status: the exit code, 124 on timeout, 128+N on signal N,
-125 when the sandbox itself could not be set up.
+125 when the sandbox itself could not be set up. The proving lanes (`sbx:live:smoke`,
+`sandbox:soak`) live in the development package: `python -m intentd_dev.sandbox smoke|soak`.
 """
 
 from __future__ import annotations
@@ -59,24 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p_exec.add_argument("--output-bytes", type=int, default=SandboxLimits(wall_seconds=1).output_bytes)
     p_exec.add_argument("command", nargs=argparse.REMAINDER)
 
-    sub.add_parser("smoke", help="a few commands that must pass, and the isolation checks")
-
-    p_soak = sub.add_parser("soak", help="many sandboxed runs in parallel, then look for leaks")
-    p_soak.add_argument("-n", "--runs", type=int, default=200)
-    p_soak.add_argument("-j", "--parallel", type=int, default=4)
-    p_soak.add_argument("--timeout", type=float, default=1.0, help="wall limit of the runs meant to time out")
-    p_soak.add_argument("--overhead-samples", type=int, default=100)
-
     args = parser.parse_args(argv)
-    if args.cmd == "exec":
-        return _exec(args)
-    if args.cmd == "smoke":
-        from intentd.sandbox.smoke import run_smoke
-
-        return run_smoke()
-    from intentd.sandbox.soak import run_soak
-
-    return run_soak(args.runs, args.parallel, args.timeout, args.overhead_samples)
+    return _exec(args)
 
 
 if __name__ == "__main__":

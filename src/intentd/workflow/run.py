@@ -19,11 +19,10 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
-from intentd.durability import faults
 from intentd.errors import PermanentStepError, RetryableStepError, StepError
 from intentd.recipes import Recipe
+from intentd.workflow import faults, resources
 from intentd.workflow import projection as proj
-from intentd.workflow import resources
 from intentd.workflow.steps import apply_patch, compile, decide, execute
 
 log = logging.getLogger("intentd.workflow")

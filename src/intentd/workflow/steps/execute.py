@@ -14,11 +14,10 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import StepId
-from intentd.durability import faults
 from intentd.errors import PermanentStepError, RetryableStepError
 from intentd.recipes import SandboxBounds
 from intentd.sandbox import SandboxLimits, run_in_sandbox
-from intentd.workflow import resources
+from intentd.workflow import faults, resources
 from intentd.workflow.steps.decide import command_breaches
 
 

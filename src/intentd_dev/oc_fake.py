@@ -9,12 +9,12 @@ daemon bugs the wrapper guards against: #26929 (listing messages after a `format
 #8528 (a child session, created with `parentID`, never calls the model: the prompt hangs), #6396
 (without `directory`, the configured agent rules are not applied).
 
-Only for tests and mock mode; nothing here may be imported by production code except `open_client`.
+Only for tests and mock mode, in the development package: the product never imports it; `open_client`
+loads it by name when OC_MODE=mock.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import json
 import threading
@@ -28,16 +28,13 @@ import httpx
 from intentd.config import REPO_ROOT
 from intentd.fixture_model import scenarios
 from intentd.fixture_model.log import RequestLog
+from intentd.oc.tools import BUILTIN_TOOLS, EDIT_TOOLS, Rule, tool_disabled
 
 VERSION = "1.18.33"
 CONFIG_PATH = REPO_ROOT / "config" / "opencode" / "opencode.json"
 CONTRACT_DIR = REPO_ROOT / "docs" / "contracts" / "opencode"
-# The tools opencode 1.18.33 offers an agent with everything allowed (measured on the wire).
-BUILTIN_TOOLS = ("bash", "edit", "glob", "grep", "question", "read", "skill", "task", "todowrite", "webfetch", "write")
-EDIT_TOOLS = frozenset({"edit", "write", "patch", "apply_patch", "multiedit"})
 MAX_STEPS = 16
 FAULTS = frozenset({"drop_before", "drop_after", "timeout", "http_500", "hang"})
-Rule = dict[str, str]
 
 
 def _now_ms() -> int:
@@ -63,15 +60,6 @@ def _tools_map_rules(tools: dict[str, bool] | None) -> list[Rule]:
         if not enabled:
             rules.append({"permission": "edit" if name in EDIT_TOOLS else name, "pattern": "*", "action": "deny"})
     return rules
-
-
-def tool_disabled(tool: str, rules: list[Rule]) -> bool:
-    """Like opencode: the last rule whose permission matches decides; `*`-pattern deny removes the tool."""
-    permission = "edit" if tool in EDIT_TOOLS else tool
-    for rule in reversed(rules):
-        if fnmatch.fnmatchcase(permission, rule["permission"]):
-            return rule["pattern"] == "*" and rule["action"] == "deny"
-    return False
 
 
 class _Hang(Exception):

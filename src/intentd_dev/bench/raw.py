@@ -3,7 +3,7 @@
 Same DBOS configuration as intentd's worker (pools, notification polling, queue concurrency and
 polling interval); four trivial steps, one gate message, and the pipeline's count of datasource
 transactions carrying the pipeline's count of application-database writes. Run as
-`python -m intentd.bench.raw` with DATABASE_URL, ADMIN_PORT and DBOS__APPVERSION set.
+`python -m intentd_dev.bench.raw` with DATABASE_URL, ADMIN_PORT and DBOS__APPVERSION set.
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ import httpx
 from dbos import DBOSClient
 
 from intentd import stack
-from intentd.bench import cpu, database, drive, profile, raw, report
-from intentd.bench.stats import ratio, steady_throughput, summarize
 from intentd.config import REPO_ROOT, Settings
+from intentd_dev.bench import cpu, database, drive, profile, raw, report
+from intentd_dev.bench.stats import ratio, steady_throughput, summarize
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m intentd.bench", description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m intentd_dev.bench", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--runs", type=int, default=500, help="runs in the throughput burst (default 500)")
     p.add_argument("--warmup-runs", type=int, default=5, help="warm-up runs; the writes per run are counted on them")
     p.add_argument("--paced-runs", type=int, default=20, help="runs submitted at --paced-rate for latencies")
@@ -168,7 +168,7 @@ def _http_phase(
                 spy = profile.Spy.start(shim_pid, args.out / f"{stem}-shim-get-run-200.folded", rate=100)
             try:
                 out = subprocess.run(
-                    [sys.executable, "-m", "intentd.bench.load", json.dumps(spec)],
+                    [sys.executable, "-m", "intentd_dev.bench.load", json.dumps(spec)],
                     capture_output=True,
                     text=True,
                     cwd=REPO_ROOT,
@@ -210,7 +210,7 @@ def _raw_phase(
     (settings.tmp_dir / "run").mkdir(parents=True, exist_ok=True)
     proc = stack.Proc(
         "raw-worker",
-        [sys.executable, "-m", "intentd.bench.raw"],
+        [sys.executable, "-m", "intentd_dev.bench.raw"],
         env,
         settings.tmp_dir / f"raw-worker-{args.raw_admin_port}.log",
         settings.tmp_dir / "run" / f"raw-worker-{args.raw_admin_port}.pid",

@@ -18,8 +18,8 @@ import httpx
 import psycopg
 from dbos import DBOSClient
 
-from intentd.bench import raw
-from intentd.bench.stats import schedule
+from intentd_dev.bench import raw
+from intentd_dev.bench.stats import schedule
 
 POLL_SECONDS = 0.05
 TERMINAL = ("succeeded", "failed", "retries_exceeded", "canceled")

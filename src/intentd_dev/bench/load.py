@@ -1,4 +1,4 @@
-"""Open-loop HTTP load generator, run as its own process: `python -m intentd.bench.load SPEC_JSON`.
+"""Open-loop HTTP load generator, run as its own process: `python -m intentd_dev.bench.load SPEC_JSON`.
 
 Requests are scheduled at a fixed rate whatever the server does; each latency is measured from the
 request's *scheduled* time, so a stalled server shows up in the figures instead of silently slowing
@@ -19,7 +19,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from intentd.bench.stats import schedule, summarize
+from intentd_dev.bench.stats import schedule, summarize
 
 EXPECTED = {"post_intents": 201, "get_run": 200, "healthz": 200}
 INTENT_BODY = json.dumps({"goal": "bench load intent", "inputs": {}, "constraints": {}}).encode()

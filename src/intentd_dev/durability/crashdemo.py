@@ -103,7 +103,7 @@ def main() -> int:
     wf = f"crashdemo-{uuid.uuid4()}"
     proc = stack.Proc(
         "crashdemo-worker",
-        [sys.executable, "-m", "intentd.durability.crashdemo", "worker"],
+        [sys.executable, "-m", "intentd_dev.durability.crashdemo", "worker"],
         stack.child_env(settings),
         settings.tmp_dir / f"crashdemo-{settings.admin_port}.log",
         settings.tmp_dir / f"crashdemo-{settings.admin_port}.pid",
