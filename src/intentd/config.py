@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     recipes_file: Path = Field(REPO_ROOT / "config" / "recipes.toml", validation_alias="INTENTD_RECIPES")
     # The runs' workspaces (default <INTENTD_TMP>/workspaces): the one directory the daemon may write.
     workspaces_dir_env: Path | None = Field(None, validation_alias="INTENTD_WORKSPACES")
+    # Where inputs.repo may point (os.pathsep- or comma-separated directories); empty: no repo input.
+    repo_roots_raw: str = Field("", validation_alias="INTENTD_REPO_ROOTS")
 
     @property
     def database_url(self) -> str:
@@ -125,6 +127,16 @@ class Settings(BaseSettings):
         """The variables INTENTD_OC_PASS_ENV names, with their values here (unset ones left out)."""
         names = [n.strip() for n in self.oc_pass_env_raw.split(",") if n.strip()]
         return {n: os.environ[n] for n in names if n in os.environ}
+
+    @property
+    def git_dirs(self) -> Path:
+        """The runs' git directories: the worker's alone, outside the workspaces root the daemon owns."""
+        return self.tmp_dir / "git-dirs"
+
+    @property
+    def repo_roots(self) -> tuple[Path, ...]:
+        parts = self.repo_roots_raw.replace(",", os.pathsep).split(os.pathsep)
+        return tuple(Path(p.strip()) for p in parts if p.strip())
 
 
 def to_sqlalchemy_url(url: str) -> str:

@@ -4,6 +4,7 @@ IntentdError (code, http_status, retryable)
 ├── ClientError                         4xx: the caller's mistake; nothing was written
 │   ├── ValidationFailed      400 validation_error / malformed_json / body_too_large
 │   ├── QueuePolicyViolation  400 queue_policy_violation
+│   ├── RepoNotAllowed        400 repo_not_allowed (inputs.repo outside INTENTD_REPO_ROOTS)
 │   ├── NotFound              404 not_found
 │   └── Conflict              409 run_exists / invalid_state / already_approved / …
 └── StepError                           a workflow step failed (stored in run_steps / runs.error)
@@ -52,6 +53,10 @@ class ValidationFailed(ClientError):
 
 class QueuePolicyViolation(ClientError):
     code = "queue_policy_violation"
+
+
+class RepoNotAllowed(ClientError):
+    code = "repo_not_allowed"
 
 
 class NotFound(ClientError):

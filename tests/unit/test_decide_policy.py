@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from intentd.workflow.steps.decide import decide
 
 PLAN = {"summary": "s", "steps": [], "files": ["docs/a.md"], "acceptance": ["true"], "questions": []}
@@ -35,3 +37,19 @@ def test_plan_without_acceptance_commands_is_rejected() -> None:
 def test_same_inputs_same_verdict() -> None:
     args = (PLAN, {"files": ["docs/a.md", "x"], "diffBytes": 5}, {})
     assert decide(*args) == decide(*args)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [".git", ".git/config", "sub/.git", ".opencode/plugin/x.ts", "opencode.json", "opencode.jsonc", "a/opencode.json"],
+)
+def test_a_patch_touching_git_or_opencode_config_is_rejected_even_when_allowed(path: str) -> None:
+    verdict = decide(PLAN, {"files": ["docs/a.md", path], "diffBytes": 10}, {"paths": ["*", "**"]})
+    assert verdict["decision"] == "reject"
+    assert any(path in r and ("configuration" in r or "outside the workspace" in r) for r in verdict["reasons"])
+
+
+def test_names_that_only_resemble_agent_config_are_judged_as_usual() -> None:
+    files = ["docs/gitignore.md", "opencode.md", ".github/workflows/ci.yml"]
+    verdict = decide(PLAN, {"files": files, "diffBytes": 10}, {"paths": ["*", "**", "*/*/*"]})
+    assert verdict["decision"] == "execute", verdict

@@ -1,86 +1,204 @@
 """The run's git workspace: a fresh repository per run under .tmp/workspaces/, or a clone of inputs.repo.
 
-Created idempotently (a replayed step finds it ready). The base commit is what ApplyPatchST resets
-to before a new attempt, and what the diff is taken against.
+The work tree is the agent's: it may write anything there, a `.git` included, and the daemon owns
+the whole workspaces root. So the run's git directory lives apart, under the tmp dir
+(`<INTENTD_TMP>/git-dirs/<run>-<hash of the workspace path>`, 0700, the worker's), and every
+host-side git names it explicitly and reads no configuration but its own: no system or global
+config, no hooks, no fsmonitor, no attributes file, no external diff or textconv (a `.gitattributes`
+in the work tree can name filter or diff drivers, but with no driver configured they are inert).
+A `.git` the agent planted in the work tree is never used: it is reported (DecideST rejects the
+patch) and removed. Created idempotently (a replayed step finds it ready); the base commit is what
+ApplyPatchST resets to before a new attempt, and what the diff is taken against.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from intentd.errors import PermanentStepError
+from intentd import repo_policy
+from intentd.config import get_settings
+from intentd.errors import PermanentStepError, RepoNotAllowed
+
+# Names that make a directory a git repository (or its link) to any git that walks into it.
+PLANTED_GIT_NAMES = frozenset({".git"})
 
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "intentd",
     "GIT_AUTHOR_EMAIL": "intentd@localhost",
     "GIT_COMMITTER_NAME": "intentd",
     "GIT_COMMITTER_EMAIL": "intentd@localhost",
+    # Only the repository's own config (in the private git dir) is read: never /etc/gitconfig,
+    # ~/.gitconfig or $XDG_CONFIG_HOME/git/*.
     "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",
     "HOME": "/nonexistent",
+    "XDG_CONFIG_HOME": "/nonexistent",
     "PATH": "/usr/bin:/bin",
+    "LC_ALL": "C",
 }
+# Command-line config outranks the repository's: whatever a config file says, none of these runs.
+_HARDENING = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.attributesFile=/dev/null",
+    "core.untrackedCache=false",
+    "core.bare=false",
+    "submodule.recurse=false",
+    "protocol.allow=never",
+    "protocol.file.allow=always",
+)
 
 
-def _git_argv(workspace: Path, args: tuple[str, ...]) -> list[str]:
-    # Name the repository explicitly: with a half-made .git (a crash during `git init`), plain
-    # `git -C` would walk up and act on an enclosing repository instead.
-    return ["git", f"--git-dir={workspace / '.git'}", f"--work-tree={workspace}", "-C", str(workspace), *args]
+def git_dir(workspace: Path, git_root: Path | None = None) -> Path:
+    """The run's git directory: under `git_root` (default: the configured tmp dir's `git-dirs`),
+    never inside anything the agent or the daemon can write."""
+    root = get_settings().git_dirs if git_root is None else git_root
+    digest = hashlib.sha256(str(workspace.absolute()).encode()).hexdigest()[:12]
+    return root / f"{workspace.name}-{digest}"
+
+
+def _config_args(*extra: str) -> list[str]:
+    return [arg for item in (*_HARDENING, *extra) for arg in ("-c", item)]
+
+
+def _git_argv(workspace: Path, gd: Path, args: Sequence[str]) -> list[str]:
+    # Both directories named explicitly: git never discovers a repository (a `.git` in the work
+    # tree, or an enclosing one), and the safe.directory ownership check does not apply (the
+    # workspace may belong to the unprivileged daemon user while root runs git).
+    return [
+        "git",
+        f"--git-dir={gd}",
+        f"--work-tree={workspace}",
+        *_config_args(f"safe.directory={gd}", f"safe.directory={workspace}"),
+        "-C",
+        str(workspace),
+        *args,
+    ]
 
 
 def _env(workspace: Path) -> dict[str, str]:
     return {**_GIT_ENV, "GIT_CEILING_DIRECTORIES": str(workspace.parent)}
 
 
-def git(workspace: Path, *args: str) -> str:
+def _git(workspace: Path, gd: Path, *args: str) -> str:
     # A worker killed mid git command leaves index.lock behind; one executor runs a workflow at a
     # time, so a lock found here is stale and would fail every later attempt.
-    (workspace / ".git" / "index.lock").unlink(missing_ok=True)
-    result = subprocess.run(_git_argv(workspace, args), capture_output=True, text=True, env=_env(workspace), timeout=60)
+    (gd / "index.lock").unlink(missing_ok=True)
+    result = subprocess.run(
+        _git_argv(workspace, gd, args), capture_output=True, text=True, env=_env(workspace), timeout=60
+    )
     if result.returncode != 0:
         raise PermanentStepError(f"git {' '.join(args)} failed: {result.stderr.strip()[:500]}", code="workspace_error")
     return result.stdout
 
 
-def prepare(workspace: Path, repo: str | None) -> Path:
-    root, run_id = workspace.parent, workspace.name
-    if (workspace / ".git").is_dir() and _has_head(workspace):
+def prepare(
+    workspace: Path, repo: str | None, *, roots: Sequence[Path] | None = None, git_root: Path | None = None
+) -> Path:
+    """Make the run's workspace (idempotent). `repo` must lie under `roots` (default: the configured
+    INTENTD_REPO_ROOTS) once symlinks are resolved, whatever the shim already checked."""
+    source = _allowed_source(repo, get_settings().repo_roots if roots is None else roots) if repo else None
+    gd = git_dir(workspace, git_root)
+    if _has_head(workspace, gd):
         return workspace
-    root.mkdir(parents=True, exist_ok=True)
-    if workspace.exists():
-        subprocess.run(["rm", "-rf", str(workspace)], check=True)
-    if repo:
-        source = Path(repo)
-        if not (source / ".git").exists():
-            raise PermanentStepError(f"inputs.repo {repo!r} is not a git repository", code="bad_repo")
-        cloned = subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", "--template=", str(source), str(workspace)],
-            capture_output=True,
-            text=True,
-            env=_env(workspace),
-            timeout=300,
-        )
-        if cloned.returncode != 0:
-            raise PermanentStepError(
-                f"git clone of {repo!r} failed: {cloned.stderr.strip()[:500]}", code="workspace_error"
-            )
+    # Nothing yet, a half-made one, or one left by an older layout (its `.git` inside the work tree,
+    # which the agent could write): never trusted, rebuilt from scratch.
+    _remove(workspace)
+    _remove(gd)
+    _private_dir(gd.parent)
+    _private_dir(workspace.parent)
+    # Not exist_ok: whatever appeared here since the removal (a link, say) is not followed.
+    workspace.mkdir(mode=0o700)
+    os.chmod(workspace, 0o700)
+    if source is not None:
+        _clone(source, gd)
+        _git(workspace, gd, "config", "core.bare", "false")
+        _git(workspace, gd, "reset", "--quiet", "--hard", "HEAD")
     else:
-        workspace.mkdir()
-        # No template: no sample hooks or other files to copy into every sandbox run.
-        git(workspace, "init", "--quiet", "--template=", "-b", "main")
-        (workspace / "README.md").write_text(f"# workspace of {run_id}\n")
-        git(workspace, "add", "-A")
-        git(workspace, "commit", "--quiet", "-m", "base")
+        # No template: no sample hooks or other files.
+        _git(workspace, gd, "init", "--quiet", "--template=", "-b", "main")
+        (workspace / "README.md").write_text(f"# workspace of {workspace.name}\n")
+        _git(workspace, gd, "add", "-A")
+        _git(workspace, gd, "commit", "--quiet", "--no-verify", "-m", "base")
+    os.chmod(gd, 0o700)
     return workspace
 
 
-def _has_head(workspace: Path) -> bool:
-    """A usable repository of its own: .git holds HEAD and objects, and git resolves HEAD in it."""
-    dot_git = workspace / ".git"
-    if not ((dot_git / "HEAD").is_file() and (dot_git / "objects").is_dir()):
+def _allowed_source(repo: str, roots: Sequence[Path]) -> Path:
+    try:
+        source = repo_policy.resolve(repo, roots)
+    except RepoNotAllowed as exc:
+        raise PermanentStepError(exc.message, code=exc.code) from exc
+    dot_git = source / ".git"
+    # A `.git` file (gitdir: …) or link would send the clone to a repository outside the roots.
+    if dot_git.is_symlink() or not dot_git.is_dir():
+        raise PermanentStepError(f"inputs.repo {repo!r} is not a git repository with its own .git", code="bad_repo")
+    return source
+
+
+def _clone(source: Path, gd: Path) -> None:
+    # --no-local: objects travel through the pack protocol, never as copied or linked files (a
+    # source's symlinked objects or alternates stay out); --bare: no `.git` link in the work tree;
+    # no template, no hooks. The source is the operator's, possibly another user's: upload-pack
+    # checks its ownership and reads safe.directory only from protected config, so a private
+    # global config file (ours, 0600) names exactly that repository.
+    config = gd.parent / f"{gd.name}.clone-config"
+    config.write_text(f"[safe]\n\tdirectory = {source / '.git'}\n\tdirectory = {source}\n")
+    config.chmod(0o600)
+    argv = [
+        "git",
+        *_config_args(),
+        "clone",
+        "--quiet",
+        "--bare",
+        "--no-local",
+        "--template=",
+        "--",
+        str(source),
+        str(gd),
+    ]
+    try:
+        cloned = subprocess.run(
+            argv, capture_output=True, text=True, env={**_env(gd), "GIT_CONFIG_GLOBAL": str(config)}, timeout=300
+        )
+    finally:
+        config.unlink(missing_ok=True)
+    if cloned.returncode != 0:
+        raise PermanentStepError(
+            f"git clone of {str(source)!r} failed: {cloned.stderr.strip()[:500]}", code="workspace_error"
+        )
+
+
+def _private_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # the umask may narrow, never widen; explicit all the same
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or tree without following any link in it."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _has_head(workspace: Path, gd: Path) -> bool:
+    """A usable repository of its own: the private git dir holds HEAD and objects, git resolves HEAD."""
+    if workspace.is_symlink() or not workspace.is_dir():
+        return False
+    if not ((gd / "HEAD").is_file() and (gd / "objects").is_dir()):
         return False
     result = subprocess.run(
-        _git_argv(workspace, ("rev-parse", "--verify", "-q", "HEAD")),
+        _git_argv(workspace, gd, ("rev-parse", "--verify", "-q", "HEAD")),
         capture_output=True,
         text=True,
         env=_env(workspace),
@@ -89,15 +207,55 @@ def _has_head(workspace: Path) -> bool:
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
-def reset(workspace: Path) -> None:
-    """Back to the base commit: a new attempt starts from a clean tree."""
-    git(workspace, "reset", "--quiet", "--hard", "HEAD")
-    git(workspace, "clean", "-fdq")
+def _require_git_dir(workspace: Path, git_root: Path | None) -> Path:
+    gd = git_dir(workspace, git_root)
+    if not _has_head(workspace, gd):
+        raise PermanentStepError(
+            f"workspace {workspace} has no private git directory (made by an older intentd, or removed): "
+            "its git data is not trusted; start a new run",
+            code="workspace_error",
+        )
+    return gd
 
 
-def diff(workspace: Path) -> tuple[str, list[str]]:
-    """The unified diff of the working tree against HEAD, new files included, and the changed paths."""
-    git(workspace, "add", "-A")
-    text = git(workspace, "diff", "--cached", "--no-color", "HEAD")
-    names = [n for n in git(workspace, "diff", "--cached", "--name-only", "HEAD").splitlines() if n]
-    return text, names
+def planted_git(workspace: Path) -> list[str]:
+    """Paths (relative, `/`-separated) of every `.git` in the work tree: none belongs there."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(workspace):
+        rel = Path(top).relative_to(workspace)
+        for name in [*dirs, *files]:
+            if name in PLANTED_GIT_NAMES:
+                found.append((rel / name).as_posix())
+        dirs[:] = [d for d in dirs if d not in PLANTED_GIT_NAMES]
+    return sorted(found)
+
+
+def _remove_planted(workspace: Path) -> list[str]:
+    found = planted_git(workspace)
+    for rel in found:
+        _remove(workspace / rel)
+    return found
+
+
+def reset(workspace: Path, *, git_root: Path | None = None) -> None:
+    """Back to the base commit: a new attempt starts from a clean tree (ignored files, nested
+    repositories and planted `.git` entries included)."""
+    gd = _require_git_dir(workspace, git_root)
+    _remove_planted(workspace)
+    _git(workspace, gd, "reset", "--quiet", "--hard", "HEAD")
+    _git(workspace, gd, "clean", "-ffdxq")
+
+
+def diff(workspace: Path, *, git_root: Path | None = None) -> tuple[str, list[str]]:
+    """The unified diff of the working tree against HEAD, new files included, and the changed paths.
+
+    A `.git` the agent wrote never enters git's index (git refuses the name), so it is listed among
+    the paths here, for DecideST to reject, and removed before git looks at the tree.
+    """
+    gd = _require_git_dir(workspace, git_root)
+    planted = _remove_planted(workspace)
+    _git(workspace, gd, "add", "-A")
+    text = _git(workspace, gd, "diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", "HEAD")
+    listed = _git(workspace, gd, "diff", "--cached", "--no-ext-diff", "--name-only", "-z", "HEAD")
+    names = [n for n in listed.split("\0") if n]
+    return text, [*names, *planted]

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from intentd import repo_policy
 from intentd.api import reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import CreateIntent, Health, IntentOut, RunAccepted, StartRun
@@ -26,6 +27,7 @@ async def healthz(request: Request) -> Any:
 
 @router.post("/intents", status_code=201, response_model=IntentOut, response_model_by_alias=True)
 def create_intent(body: CreateIntent, request: Request) -> Any:
+    repo_policy.check_inputs(body.inputs, request.app.state.settings.repo_roots)  # before any write
     with request.app.state.engine.begin() as conn:
         return q.insert_intent(conn, str(uuid.uuid4()), body.goal, body.inputs, body.constraints)
 

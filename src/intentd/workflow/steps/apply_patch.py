@@ -38,9 +38,9 @@ def run(inp: ApplyInput) -> dict[str, Any]:
             busy = res.opencode.abort_sessions(ws, stale)
             if busy:
                 raise RetryableStepError(f"earlier build sessions still run: {busy}", code="oc_session_busy")
-        workspace.reset(ws)
+        workspace.reset(ws, git_root=res.settings.git_dirs)
     summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
-    diff, files = workspace.diff(ws)
+    diff, files = workspace.diff(ws, git_root=res.settings.git_dirs)
     with res.engine.begin() as conn:
         effects.store_artifact(
             conn,

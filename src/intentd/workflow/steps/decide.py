@@ -1,7 +1,8 @@
 """DecideST: a deterministic policy over plan, patch and constraints: `execute` or `reject`, with reasons.
 
 Constraints understood (all optional): `paths` (glob patterns the patch may touch; default: the
-plan's own `files`), `maxDiffBytes` (default 262144), `allowEmptyDiff` (default false).
+plan's own `files`), `maxDiffBytes` (default 262144), `allowEmptyDiff` (default false). A patch that
+touches `.git`, `.opencode` or `opencode.json*` (at any depth) is always rejected.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ DEFAULT_MAX_DIFF_BYTES = 256 * 1024
 # lowers the count): a plan over them never reaches the sandbox.
 DEFAULT_MAX_COMMANDS = 4
 DEFAULT_MAX_COMMAND_BYTES = 4096
+
+
+# Git and OpenCode read these from a directory they work in: a patch that writes them could make the
+# host's git or the daemon run a command (hole 1 of the trust-boundary review). Any depth, whatever
+# the allowed paths say.
+AGENT_CONFIG_DIRS = frozenset({".git", ".opencode"})
+AGENT_CONFIG_FILE = "opencode.json*"
+
+
+def touches_agent_config(path: str) -> bool:
+    parts = path.split("/")
+    return any(p in AGENT_CONFIG_DIRS for p in parts) or fnmatch.fnmatchcase(parts[-1], AGENT_CONFIG_FILE)
 
 
 class DecideInput(BaseModel):
@@ -39,12 +52,17 @@ def decide(
     reasons: list[str] = []
     files: list[str] = list(patch.get("files", []))
     allowed = constraints.get("paths") or plan.get("files") or []
+    if not isinstance(allowed, list):  # a string would be matched one character at a time ("*": all)
+        reasons.append("constraints.paths is not a list of glob patterns")
+        allowed = []
     max_bytes = int(constraints.get("maxDiffBytes", DEFAULT_MAX_DIFF_BYTES))
     if not files and not constraints.get("allowEmptyDiff", False):
         reasons.append("the patch changes nothing")
     for path in files:
         if path.startswith("/") or ".." in path.split("/") or path.startswith(".git/"):
             reasons.append(f"{path}: outside the workspace")
+        elif touches_agent_config(path):
+            reasons.append(f"{path}: git or OpenCode configuration, never part of a patch")
         elif not any(fnmatch.fnmatchcase(path, pattern) for pattern in allowed):
             reasons.append(f"{path}: not among the allowed paths {sorted(allowed)}")
     if int(patch.get("diffBytes", 0)) > max_bytes:
