@@ -11,14 +11,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
 from hypothesis import strategies as st
 
 from intentd.config import Settings
-from tests.e2e.conftest import Stack, start_stack
+
+if TYPE_CHECKING:  # imported where used: test_schemathesis_cli.py needs none of the e2e tier
+    from tests.e2e.conftest import Stack
 
 
 @dataclass
@@ -72,6 +74,8 @@ def _seed(s: Stack) -> Seeds:
 
 @pytest.fixture(scope="session")
 def fuzz_target(pg_server: Settings) -> Iterator[FuzzTarget]:
+    from tests.e2e.conftest import start_stack
+
     s = start_stack(pg_server, f"fuzz_{uuid.uuid4().hex[:8]}", app_version="fuzz")
     try:
         seeds = _seed(s)

@@ -97,10 +97,17 @@ def _document_errors(doc: dict[str, Any]) -> None:
     schemas["ErrorEnvelope"] = generated
 
 
+# pydantic writes a bound it could not push into a union member (e.g. `Count | None = Field(ge=1)`)
+# under its own name; JSON Schema readers would ignore it and call a negative count schema-valid.
+_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
 def _replace_markers(node: Any) -> Any:
     if node == JSON_VALUE_MARKER:
         return dict(_JSON_VALUE_REF)
     if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            node = {_BOUNDS.get(k, k): v for k, v in node.items()}
         return {k: _replace_markers(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_replace_markers(v) for v in node]
@@ -123,7 +130,7 @@ def _capped(schema: dict[str, Any], limit: float) -> dict[str, Any]:
 
 
 def _workload_schema(caps: dict[str, float]) -> dict[str, Any]:
-    workload = WorkloadIn.model_json_schema(ref_template=_REF)
+    workload: dict[str, Any] = _replace_markers(WorkloadIn.model_json_schema(ref_template=_REF))
     workload["properties"] = {
         name: _capped(field, caps[name]) if name in caps else field for name, field in workload["properties"].items()
     }
@@ -139,6 +146,7 @@ def _document_recipes(doc: dict[str, Any], recipes: dict[str, Recipe]) -> None:
             widest[name] = max(widest.get(name, limit), limit)
     schemas["WorkloadIn"] = _workload_schema(widest)
     base = StartRun.model_json_schema(ref_template=_REF)
+    base.pop("$defs", None)  # the workload is inlined per recipe below
     variants = []
     for name, recipe in sorted(recipes.items()):
         variant = copy.deepcopy(base)
