@@ -79,6 +79,8 @@ STEP_ERROR_MESSAGES: dict[str, str] = {
     "acceptance_exit": "an acceptance command exited with a non-zero status",
     "acceptance_timeout": "an acceptance command ran past the sandbox's time limit",
     "acceptance_signal": "an acceptance command was killed by a signal",
+    "acceptance_over_caps": "the plan's acceptance commands exceed the recipe's caps; details.reasons says which",
+    "repo_not_allowed": "inputs.repo is outside the repository roots this worker may read",
     "oc_unavailable": "the OpenCode daemon is unavailable",
     "oc_session_busy": "an OpenCode session of an earlier attempt did not stop when aborted",
     "oc_timeout": "the OpenCode daemon did not answer in time",
