@@ -8,6 +8,8 @@ runs the very functions ApplyPatchST runs, and asserts that the planted command 
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import stat
 import subprocess
@@ -153,3 +155,23 @@ def test_the_run_git_directory_is_outside_the_work_tree_and_private(ws: Path) ->
     assert [p for p in ws.rglob("*") if p.name in ("HEAD", "index", "objects")] == []
     # nor anywhere in the workspaces root, which the unprivileged daemon owns and can write
     assert [p for p in ws.parent.rglob("HEAD")] == []
+
+
+def test_the_build_agent_may_not_edit_git_or_opencode_config() -> None:
+    """The first line of defence: the shipped daemon config denies the build agent these paths
+    (relative to the worktree, and absolute for a workspace opencode sees as worktree "/")."""
+    from intentd.config import REPO_ROOT
+
+    config = json.loads((REPO_ROOT / "config" / "opencode" / "opencode.json").read_text())
+    edit = config["agent"]["build"]["permission"].get("edit")
+    rules = edit if isinstance(edit, dict) else {"*": edit or "allow"}
+    for path in (
+        ".git/config",
+        "/w/run/.git/config",
+        ".git",
+        ".opencode/plugin/x.ts",
+        "opencode.json",
+        "/w/r/opencode.jsonc",
+    ):
+        matching = [action for pattern, action in rules.items() if fnmatch.fnmatchcase(path, pattern)]
+        assert matching and matching[-1] == "deny", f"the build agent may edit {path}: {rules}"

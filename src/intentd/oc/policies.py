@@ -7,7 +7,8 @@ in a temporary tree and watch the check fail.
 - oc-boundary: outside `intentd/oc/` no module reads OC_BASE_URL (environment or Settings) or pairs an
   HTTP client import with an OpenCode endpoint; only the wrapper speaks to OpenCode.
 - oc-config: config/opencode/opencode.json denies edit/write/patch/bash/web tools to the plan agent,
-  has autoupdate off and sharing disabled, and holds no secret.
+  denies the build agent edits to `.git`, `.opencode` and `opencode.json*`, has autoupdate off and
+  sharing disabled, and holds no secret.
 - no-parentid: no code sends `parentID` (#8528): the string appears only where the daemon's answer
   is read or the daemon is emulated, and the wrapper's request models cannot carry it.
 """
@@ -34,6 +35,21 @@ ATTACKERS = ("src/intentd_dev/probe/",)
 # The in-process fake of the daemon (OC_MODE=mock) answers OpenCode's endpoints rather than calling them.
 EMULATORS = ("src/intentd_dev/oc_fake.py",)
 PLAN_MUST_DENY = ("edit", "write", "patch", "bash", "webfetch", "websearch")
+# Paths the build agent must not edit: git and OpenCode read them from the directory they work in
+# (a planted core.fsmonitor or plugin would run outside the sandbox). Relative to the worktree and,
+# for a workspace without `.git` (worktree "/"), as absolute paths.
+BUILD_MUST_NOT_EDIT = (
+    ".git",
+    ".git/*",
+    "*/.git",
+    "*/.git/*",
+    ".opencode",
+    ".opencode/*",
+    "*/.opencode",
+    "*/.opencode/*",
+    "opencode.json*",
+    "*/opencode.json*",
+)
 SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization|bearer)", re.IGNORECASE)
 SECRET_VALUES = re.compile(
     r"(sk-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}"
@@ -145,6 +161,15 @@ def _config_rules(permission: Any) -> dict[str, str]:
     return out
 
 
+def _pattern_rules(permission: Any) -> dict[str, str]:
+    """One permission's rules as {pattern: action} (a bare action is the `*` pattern)."""
+    if isinstance(permission, str):
+        return {"*": permission}
+    if isinstance(permission, dict):
+        return {str(k): v for k, v in permission.items() if isinstance(v, str)}
+    return {}
+
+
 def _walk_values(value: Any, path: str = "$") -> Iterator[tuple[str, str, Any]]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -180,6 +205,15 @@ def check_oc_config(root: Path = REPO_ROOT) -> list[str]:
             violations.append(f'agent.plan.permission.{permission} must be "deny" (denies {tool})')
         if tool in tools and tools[tool] is not False:
             violations.append(f"agent.plan.tools.{tool} must be false")
+    build = (config.get("agent") or {}).get("build") or {}
+    build_edit = _pattern_rules((config.get("permission") or {}).get("edit"))
+    build_edit.update(_pattern_rules((build.get("permission") or {}).get("edit")))
+    if build_edit.get("*") != "deny":  # a build agent that may edit nothing needs no path rules
+        violations += [
+            f'agent.build.permission.edit["{pattern}"] must be "deny"'
+            for pattern in BUILD_MUST_NOT_EDIT
+            if build_edit.get(pattern) != "deny"
+        ]
     for where, key, value in _walk_values(config):
         if isinstance(value, str):
             if SECRET_VALUES.search(value):
