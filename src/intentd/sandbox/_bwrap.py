@@ -24,11 +24,12 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 # Of the host's /etc, only what commands need to run: name service switch, TLS roots, the dynamic
 # loader's cache, Debian's alternatives (python3, editor … resolve through them), the time zone,
-# and the interpreters' site hooks. No shadow, no host name, no host account list, no secrets.
+# the interpreters' site hooks, and os-release (a link to /usr/lib/os-release, visible anyway; tools
+# read it to name the distribution). No shadow, no host name, no host account list, no secrets.
 _ETC_FROM_HOST = (
     "nsswitch.conf", "ssl", "ca-certificates", "ca-certificates.conf", "ld.so.cache", "ld.so.conf",
     "ld.so.conf.d", "alternatives", "localtime", "timezone", "python3", "python3.11", "mime.types",
-    "services", "protocols", "host.conf", "gai.conf",
+    "services", "protocols", "host.conf", "gai.conf", "os-release",
 )  # fmt: skip
 # Written for the sandbox instead of bound: its one user (SANDBOX_UID) and no host account.
 ETC_GENERATED: dict[str, bytes] = {
