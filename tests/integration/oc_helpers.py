@@ -222,15 +222,26 @@ def stop_live_daemon() -> None:
         print(daemon.down(settings))
 
 
+def _read_model_log(settings: Settings, since: int) -> dict[str, Any]:
+    # /_log wants the token `daemon.up` wrote beside the model's request log; a harness may have moved
+    # tmp_dir elsewhere (its database's), so the token is found from the daemon's own settings.
+    owner = _live.get("settings")
+    if owner is None or owner.fixture_model_port != settings.fixture_model_port:
+        owner = settings
+    headers = daemon.model_log_headers(owner)
+    response = httpx.get(f"{model_url(settings)}/_log", params={"since": since}, headers=headers)
+    return dict(response.raise_for_status().json())
+
+
 def model_log_mark(settings: Settings) -> int:
     """The fixture model's last request number (read the requests after it with `model_log`)."""
-    return int(httpx.get(f"{model_url(settings)}/_log", params={"since": 10**9}).json()["last"])
+    return int(_read_model_log(settings, 10**9)["last"])
 
 
 def model_log(settings: Settings, since: int, containing: str | None = None) -> list[dict[str, Any]]:
     """The chat requests the live fixture model received after `since`, optionally only those whose
     body contains `containing` (a goal: several runs may share one model)."""
-    entries = list(httpx.get(f"{model_url(settings)}/_log", params={"since": since}).json()["entries"])
+    entries = list(_read_model_log(settings, since)["entries"])
     if containing is None:
         return entries
     return [e for e in entries if containing in json.dumps(e["request"], ensure_ascii=False)]

@@ -216,3 +216,57 @@ def test_daemon_cannot_list_or_rename_other_runs_workspaces(oc: Settings) -> Non
     assert other.name not in listed.stdout
     moved = subprocess.run([*as_daemon, "mv", f"{root}/{other.name}", f"{root}/stolen"], capture_output=True)
     assert moved.returncode != 0 and other.is_dir()
+
+
+def _table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (pgid, sid, state) of every process, from /proc."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(entry.name)] = (int(fields[2]), int(fields[3]), fields[0])
+    return out
+
+
+def _listening(port: int) -> bool:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("launcher_killed", [False, True], ids=["plain", "launcher-sigkilled"])
+def test_daemon_down_leaves_no_process_of_the_jail_and_frees_its_port(launcher_killed: bool) -> None:
+    """`down` returns only once the whole jail is gone, even when the bwrap we started died first
+    (killed as chaos does, or exited) while `opencode serve` lived on in its session."""
+    import contextlib
+    import signal
+    import time
+
+    with pytest.MonkeyPatch.context() as patch:
+        elsewhere = _installed_checkout()
+        if elsewhere is not None:
+            patch.setattr(daemon, "REPO_ROOT", elsewhere)
+        started = _daemon()
+        settings = next(started)
+        leader = int(daemon.paths(settings).daemon_pid.read_text())
+        ours = {p for p, (pgid, sid, _) in _table().items() if leader in (pgid, sid)}
+        serve = _serve_pid(settings)
+        try:
+            if launcher_killed:
+                os.kill(leader, signal.SIGKILL)  # the launcher only: the jail inside may live on
+                time.sleep(0.5)
+            print(daemon.down(settings))
+            left = {p: row for p, row in _table().items() if (p in ours or leader in row[:2]) and row[2] != b"Z"}
+            assert left == {} and serve not in _table()
+            assert not _listening(settings.oc_server_port)
+        finally:
+            for pid in ours:  # only what this test started
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            next(started, None)

@@ -118,7 +118,7 @@ def test_other_requests_get_a_short_text() -> None:
 
 def test_server_streams_sse_and_logs_requests(tmp_path: Any) -> None:
     log = RequestLog(tmp_path / "requests.jsonl")
-    client = TestClient(create_app(log))
+    client = TestClient(create_app(log, log_token="t0ken"))
     assert client.get("/v1/models").json()["data"][0]["id"] == "fixture-model"
     request = _chat(render_compile_prompt("sse", {}, {}, None), ["StructuredOutput"])
     plain = client.post("/v1/chat/completions", json=request).json()
@@ -137,7 +137,8 @@ def test_server_streams_sse_and_logs_requests(tmp_path: Any) -> None:
     )
     assert json.loads(args) == json.loads(plain["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
     assert chunks[-1]["usage"]["total_tokens"] > 0
-    logged = client.get("/_log", params={"since": 0}).json()
+    assert client.get("/_log", params={"since": 0}).status_code == 401
+    logged = client.get("/_log", params={"since": 0}, headers={"Authorization": "Bearer t0ken"}).json()
     assert logged["last"] == 2 and logged["entries"][0]["tools"] == ["StructuredOutput"]
     assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 2
     assert client.post("/v1/chat/completions", content=b"{nope").status_code == 400

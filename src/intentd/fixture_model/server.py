@@ -1,13 +1,17 @@
 """The fixture model as an OpenAI-compatible HTTP server (what the real OpenCode daemon talks to).
 
-`/v1/chat/completions` (streaming SSE and not), `/v1/models`, and for tests `GET /_log?since=N`.
-Start: `python -m intentd.fixture_model --port 4097` (the oc:daemon:up task does it).
+`/v1/chat/completions` (streaming SSE and not), `/v1/models`, `/_health`, and for tests
+`GET /_log?since=N`, which holds every prompt: it wants `Authorization: Bearer <token>`, the token
+read from `--token-file` (without one, /_log answers 404 to everyone).
+Start: `python -m intentd.fixture_model --port 4097 --token-file F` (the oc:daemon:up task does it,
+jailed as the daemon's account: intentd.oc.daemon).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,8 @@ from intentd.fixture_model.stall import SlowBuilds
 from intentd.hardening import restrict_umask
 
 
-def create_app(log: RequestLog) -> Starlette:
+def create_app(log: RequestLog, log_token: str | None = None) -> Starlette:
+    """The app; `GET /_log` answers only a caller that sends `log_token` (never, when it is None)."""
     slow_builds = SlowBuilds()  # the "slow build" scenario's sessions (stall.py)
 
     async def chat(request: Request) -> Response:
@@ -49,7 +54,19 @@ def create_app(log: RequestLog) -> Starlette:
         )
 
     async def read_log(request: Request) -> Response:
-        since = int(request.query_params.get("since", "0"))
+        if log_token is None:
+            return JSONResponse({"error": {"message": "not found", "type": "not_found"}}, 404)
+        sent = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(sent, log_token.encode()):
+            return JSONResponse(
+                {"error": {"message": "the request log wants its token", "type": "unauthorized"}},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            since = int(request.query_params.get("since", "0"))
+        except ValueError:
+            return JSONResponse({"error": {"message": "since must be an integer", "type": "invalid_request"}}, 400)
         return JSONResponse({"last": log.last_seq(), "entries": log.entries(since)})
 
     async def health(_: Request) -> Response:
@@ -73,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4097)
     parser.add_argument("--log", type=Path, default=None, help="JSONL request log (default: none)")
+    parser.add_argument("--token-file", type=Path, default=None, help="the token GET /_log wants (default: no /_log)")
     args = parser.parse_args(argv)
     restrict_umask()  # its log and anything else it writes: 0600
-    uvicorn.run(create_app(RequestLog(args.log)), host=args.host, port=args.port, log_level="warning")
+    token = args.token_file.read_text().strip() if args.token_file is not None else None
+    app = create_app(RequestLog(args.log), log_token=token or None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

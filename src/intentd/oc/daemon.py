@@ -6,15 +6,18 @@
 password (basic auth, `auth`), no project config, an allowlisted environment, the unprivileged
 account `intentd-oc` in a bubblewrap jail, a private HOME `.tmp/oc-home-<port>/` holding a copy of
 the config (OPENCODE_CONFIG). Pidfiles under .tmp/run/, logs `.tmp/oc-daemon-<port>.log` and
-`.tmp/fixture-model-<port>.log` (+ `.jsonl` request log). `down` stops what `up` started, by PID.
-Never kills anything it did not start.
+`.tmp/fixture-model-<port>.log`. The fixture model is jailed too, as the same account with its own
+environment: its state dir `.tmp/fixture-model-<port>/` holds the request log (`requests.jsonl`) and
+the token `GET /_log` wants (`model_log_headers`). `down` stops what `up` started: every process of
+its session and the jail's recorded pids (a launcher may be gone while the jail lives on), then checks
+that the ports are free. Never kills anything it did not start.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -25,12 +28,13 @@ from typing import Any
 import httpx
 
 from intentd.config import REPO_ROOT, Settings, get_settings
-from intentd.hardening import private_dir, restrict_umask
+from intentd.hardening import private_dir, restrict_umask, write_private
 from intentd.oc import auth, jail
-from intentd.process import Proc
+from intentd.process import Proc, port_bound, port_listeners
 
 CONFIG_PATH = REPO_ROOT / "config" / "opencode" / "opencode.json"
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
 # Processes this Python process started, by pidfile: stopping them through their Popen reaps them
 # (a pid-only handle would wait on a zombie).
 _started: dict[Path, Proc] = {}
@@ -76,7 +80,9 @@ class Paths:
     daemon_log: Path
     daemon_pid: Path
     model_log: Path
+    model_dir: Path
     model_requests: Path
+    model_token: Path
     model_pid: Path
 
 
@@ -88,7 +94,9 @@ def paths(settings: Settings) -> Paths:
         daemon_log=tmp / f"oc-daemon-{port}.log",
         daemon_pid=run / f"oc-daemon-{port}.pid",
         model_log=tmp / f"fixture-model-{fport}.log",
-        model_requests=tmp / f"fixture-model-{fport}.jsonl",
+        model_dir=tmp / f"fixture-model-{fport}",
+        model_requests=tmp / f"fixture-model-{fport}" / "requests.jsonl",
+        model_token=tmp / f"fixture-model-{fport}" / "token",
         model_pid=run / f"fixture-model-{fport}.pid",
     )
 
@@ -97,10 +105,28 @@ def model_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.fixture_model_port}"
 
 
+def _python_trees() -> list[Path]:
+    """What running `python -m intentd.fixture_model` reads: the interpreter, the venv, our source."""
+    import intentd
+
+    trees = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    trees.add(Path(intentd.__file__).resolve().parents[1])
+    # A tree inside another is mounted with it.
+    return sorted(t for t in trees if not any(o != t and o in t.parents for o in trees))
+
+
 def fixture_model_proc(settings: Settings) -> Proc:
     p = paths(settings)
     argv = [sys.executable, "-m", "intentd.fixture_model", "--port", str(settings.fixture_model_port)]
-    return Proc("fixture-model", [*argv, "--log", str(p.model_requests)], _env(settings), p.model_log, p.model_pid)
+    argv += ["--log", str(p.model_requests), "--token-file", str(p.model_token)]
+    jailed = jail.model_argv(settings, p.model_dir, _python_trees(), argv)
+    return Proc("fixture-model", jailed, jail.model_env(p.model_dir), p.model_log, p.model_pid)
+
+
+def model_log_headers(settings: Settings) -> dict[str, str]:
+    """The header `GET /_log` wants: the token `up` wrote (0600, for root and the model's account)."""
+    token = auth.read_password(paths(settings).model_token)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def serve_argv(settings: Settings) -> list[str]:
@@ -128,14 +154,6 @@ def daemon_pid(settings: Settings) -> int | None:
         if [a.decode(errors="replace") for a in argv] == wanted:
             return int(entry.name)
     return None
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    # The fixture model is our own code and needs none of it, but runs from this checkout's venv
-    # (PYTHONPATH and friends); the daemon gets `jail.daemon_env`, never this.
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def probe(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
@@ -175,10 +193,36 @@ def _model_healthy(settings: Settings) -> bool:
         return False
 
 
+def _prepare_model_dir(settings: Settings) -> None:
+    """The model's state dir (its account's, 0700) with a fresh `/_log` token (0600) in it."""
+    p = paths(settings)
+    private_dir(p.model_dir).chmod(0o700)
+    p.model_token.unlink(missing_ok=True)
+    write_private(p.model_token, secrets.token_urlsafe(32))
+    who = jail.account(settings)
+    if who is not None:
+        jail.hand_over(p.model_dir, who)
+
+
 def up_fixture_model(settings: Settings) -> str:
-    proc = fixture_model_proc(settings)
     if _model_healthy(settings):
+        try:
+            open_log = httpx.get(f"{model_url(settings)}/_log", params={"since": 10**9}, timeout=5).status_code
+        except httpx.HTTPError:
+            open_log = 0
+        if open_log == 200:
+            # Started by older code (or by hand): root, the worker's environment, every prompt open.
+            raise DaemonError(
+                f"the fixture model on {model_url(settings)} serves its request log to anyone: stop it "
+                "(`mise run oc:daemon:down`, or by its pid) and run `mise run oc:daemon:up` again"
+            )
         return f"fixture model already answers on {model_url(settings)}"
+    try:
+        jail.ensure_user(settings)
+        _prepare_model_dir(settings)
+        proc = fixture_model_proc(settings)
+    except (jail.JailError, OSError, subprocess.CalledProcessError) as exc:
+        raise DaemonError(f"cannot lock the fixture model down: {exc}") from exc
     pid = proc.start()
     _started[proc.pidfile] = proc
     deadline = time.monotonic() + 20
@@ -186,6 +230,7 @@ def up_fixture_model(settings: Settings) -> str:
         if not proc.alive() or time.monotonic() > deadline:
             raise DaemonError(f"the fixture model did not start; see {proc.log}")
         time.sleep(0.05)
+    proc.remember_tree()
     return f"fixture model pid {pid} on {model_url(settings)}, requests in {paths(settings).model_requests}"
 
 
@@ -223,6 +268,9 @@ def up(settings: Settings) -> str:
     pid = proc.start()
     _started[proc.pidfile] = proc
     health = wait_healthy(settings, proc=proc)
+    # The jail's pid 1 and `opencode serve` by pid and start time: `down` reaches them even when the
+    # bwrap we started is gone (killed, or exited) and they were re-parented.
+    proc.remember_tree()
     elapsed = time.monotonic() - t0
     return (
         f"{model}; opencode {health.get('version')} pid {pid} on {settings.oc_base_url}, "
@@ -239,11 +287,29 @@ def health(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
 
 
 def down(settings: Settings) -> str:
-    """Stop the daemon and the fixture model that `up` started (by PID; nothing else)."""
+    """Stop the daemon and the fixture model that `up` started (by PID; nothing else), and check
+    their ports are free: DaemonError when something still listens after ours were stopped."""
     out = []
-    for proc in (daemon_proc_for_stop(settings), model_proc_for_stop(settings)):
+    stopped = (
+        (daemon_proc_for_stop(settings), settings.oc_server_port),
+        (model_proc_for_stop(settings), settings.fixture_model_port),
+    )
+    for proc, port in stopped:
+        ours = proc.pid is not None
         was = proc.alive()
-        proc.kill()
+        proc.kill(wait=STOP_TIMEOUT)
+        deadline = time.monotonic() + 5  # the kernel closes a dead listener's socket a moment later
+        while ours and port_bound(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if port_bound(port):
+            holders = port_listeners(port)
+            if ours:
+                raise DaemonError(
+                    f"{proc.name}: every process we started is gone, yet port {port} is still bound "
+                    f"(pids {holders}); not ours to kill: stop it by hand"
+                )
+            out.append(f"{proc.name}: not ours, yet port {port} is bound (pids {holders})")
+            continue
         out.append(f"{proc.name}: {'stopped' if was else 'not running'}")
     return ", ".join(out)
 

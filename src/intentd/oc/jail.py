@@ -151,11 +151,46 @@ def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) ->
     account) and `setpriv` inside switches to the account, which clears every capability; as an
     ordinary user, an unprivileged user namespace maps that user onto itself.
     """
+    binds = [
+        "--ro-bind", str(binary), str(binary),
+        "--bind", str(home), str(home),
+        "--ro-bind", str(home / "opencode.json"), str(home / "opencode.json"),
+        "--bind", str(settings.workspaces_dir), str(settings.workspaces_dir),
+    ]  # fmt: skip
+    return _bwrap(settings, (binary, home, settings.workspaces_dir), binds, [str(binary), *serve])
+
+
+def model_argv(settings: Settings, state: Path, python: list[Path], argv: list[str]) -> list[str]:
+    """The fixture model in the same kind of jail, as the same account: it sees the system, the
+    Python it runs on (`python`: the interpreter's prefix, the venv, the source tree; read-only) and
+    its own state dir (request log, the `/_log` token), nothing else (no checkout, no .tmp/pg)."""
+    binds: list[str] = []
+    for tree in python:
+        binds += ["--ro-bind", str(tree), str(tree)]
+    binds += ["--bind", str(state), str(state)]
+    return _bwrap(settings, (*python, state), binds, argv)
+
+
+def model_env(state: Path) -> dict[str, str]:
+    """The fixture model's whole environment: it needs its port and log path (argv), nothing secret."""
+    return {
+        "PATH": PATH,
+        "LANG": "C.UTF-8",
+        "HOME": str(state),
+        "TMPDIR": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # its code is mounted read-only
+    }
+
+
+def _bwrap(settings: Settings, mounted: tuple[Path, ...], binds: list[str], command: list[str]) -> list[str]:
     bwrap = shutil.which("bwrap", path=PATH)
     if bwrap is None:
         raise JailError("bubblewrap (bwrap) is not installed; run `mise run setup`")
     who = account(settings)
-    args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    # --die-with-parent: the jail (its pid 1 and so everything in it) dies with the bwrap we started;
+    # killing our child is then enough to stop it, even when the jailed process ignores SIGTERM.
+    args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if who is None:
         args += ["--unshare-user", "--cap-drop", "ALL"]
     else:
@@ -163,17 +198,14 @@ def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) ->
     args += _system_mounts()
     # The binds' parents, made here 0755: left to bubblewrap they would follow our umask (077) and
     # the account could not walk down to its own directories.
-    for parent in sorted({str(a) for p in (binary, home, settings.workspaces_dir) for a in p.parents} - {"/"}):
+    for parent in sorted({str(a) for p in mounted for a in p.parents} - {"/"}):
         if not parent.startswith(("/usr/", "/etc/")):
             args += ["--perms", "0755", "--dir", parent]
     args += [
         "--proc", "/proc",
         "--dev", "/dev",
         "--perms", "1777", "--tmpfs", "/tmp",
-        "--ro-bind", str(binary), str(binary),
-        "--bind", str(home), str(home),
-        "--ro-bind", str(home / "opencode.json"), str(home / "opencode.json"),
-        "--bind", str(settings.workspaces_dir), str(settings.workspaces_dir),
+        *binds,
         "--remount-ro", "/",
         "--chdir", "/",  # not HOME: bubblewrap has dropped the capability to enter another's 0700 dir
         "--",
@@ -188,7 +220,7 @@ def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) ->
             "--no-new-privs",
             "--",
         ]
-    return [*args, "/bin/sh", "-c", 'umask 077 && cd "$HOME" && exec "$@"', "opencode", str(binary), *serve]
+    return [*args, "/bin/sh", "-c", 'umask 077 && cd "$HOME" && exec "$@"', "jailed", *command]
 
 
 def hand_over(directory: Path, who: Account) -> None:
