@@ -210,7 +210,11 @@ def start_live_daemon() -> Settings:
             OC_MODE="live",
         )  # type: ignore[call-arg]
         t0 = time.monotonic()
-        print(daemon.up(settings))
+        try:
+            print(daemon.up(settings))
+        except BaseException:
+            print(daemon.down(settings))  # the fixture model may be up though the daemon is not
+            raise
         settings.__dict__["startup_seconds"] = time.monotonic() - t0
         _live["settings"] = settings
     return _live["settings"]

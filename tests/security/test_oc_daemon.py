@@ -78,6 +78,9 @@ def _daemon() -> Iterator[Settings]:
     os.environ.update(PARENT_SECRETS)
     try:
         print(daemon.up(settings))
+    except BaseException:
+        print(daemon.down(settings))  # the fixture model may be up though the daemon is not
+        raise
     finally:
         for k, v in saved.items():
             if v is None:

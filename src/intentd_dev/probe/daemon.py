@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from intentd.oc import auth, daemon
+from intentd.process import port_listeners
 from intentd_dev.probe._core import Probe, ProbeResult, Target
 
 _SECRET_PREFIXES = ("DATABASE_URL", "DBOS", "PG", "INTENTD_", "OC_MODE")
@@ -47,4 +50,37 @@ def environment_allowlisted(target: Target) -> ProbeResult:
     return ProbeResult("daemon: environment", "allowlisted, project config off", observed, not leaked and locked)
 
 
-PROBES: list[Probe] = [unauthenticated_routes, runs_unprivileged, environment_allowlisted]
+def model_log_locked(target: Target) -> ProbeResult:
+    """GET /_log of the fixture model (every prompt) without, and with a wrong, token."""
+    url = f"{daemon.model_url(target.settings)}/_log"
+    statuses = [
+        httpx.get(url, params={"since": 0}, headers=headers, timeout=10).status_code
+        for headers in ({}, {"Authorization": "Bearer guess"})
+    ]
+    return ProbeResult("fixture model: /_log without its token", "401, 401", f"{statuses}", statuses == [401, 401])
+
+
+def model_runs_unprivileged(target: Target) -> ProbeResult:
+    """The process listening on the fixture model's port: not uid 0, no worker secret in its environ."""
+    pids = port_listeners(target.settings.fixture_model_port)
+    if not pids:
+        return ProbeResult("fixture model: uid and environment", "a listener", "nothing listens", False)
+    status = Path(f"/proc/{pids[0]}/status").read_text().splitlines()
+    uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+    raw = Path(f"/proc/{pids[0]}/environ").read_bytes().decode(errors="replace")
+    leaked = sorted(n for n in (i.split("=", 1)[0] for i in raw.split("\0") if i) if n.startswith(_SECRET_PREFIXES))
+    return ProbeResult(
+        "fixture model: uid and environment",
+        "uid not 0, no secrets",
+        f"uid {uid}, leaked {leaked}",
+        uid != 0 and not leaked,
+    )
+
+
+PROBES: list[Probe] = [
+    unauthenticated_routes,
+    runs_unprivileged,
+    environment_allowlisted,
+    model_log_locked,
+    model_runs_unprivileged,
+]
