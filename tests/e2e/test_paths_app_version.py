@@ -59,7 +59,11 @@ def test_run_recorded_with_another_step_sequence_is_flagged_not_silent_on_recove
     assert "DBOSUnexpectedStepError" in logged and "OlderFirstStep" in logged  # why, for the operator
 
     view = mock.http.get(f"/runs/{run_id}")
-    assert view.status_code == 200, view.text  # reported as stored, not a 500
+    assert view.status_code == 200, view.text  # reported, not a 500
+    shown = view.json()
+    assert shown["error"]["code"] == "workflow_unrecoverable", shown  # not a live gate waiting forever
+    assert shown["error"]["details"] == {"workflowStatus": "ERROR"}
+    assert shown["nextAction"] is None
     assert mock.worker.alive()  # the worker survives the unreplayable run and serves the others
     _, other = mock.run("a healthy run beside it")
     mock.wait(other, lambda r: r["nextAction"] == "approve_plan")

@@ -171,7 +171,10 @@ def _ts(column: str) -> str:
 
 # GET /runs/{id} in one round trip: PostgreSQL builds the whole view as JSON (the endpoint's hot path).
 RUN_VIEW_SQL = f"""
-SELECT r.status, r.app_version, r.error IS NULL AS no_error, json_build_object(
+SELECT r.status, r.app_version, r.error IS NULL AS no_error, w.status AS workflow_status,
+  (w.status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+   AND r.status NOT IN ('succeeded', 'canceled', 'rejected', 'expired')) IS TRUE AS workflow_dead,
+  json_build_object(
   'runId', r.run_id, 'workflowId', r.workflow_id, 'intentId', r.intent_id, 'status', r.status,
   'nextAction', r.next_action, 'lastStep', r.last_step, 'error', r.error, 'notice', r.notice,
   'retryCount', r.retry_count, 'recipeName', r.recipe_name, 'workload', r.workload, 'traceId', r.trace_id,
@@ -193,5 +196,6 @@ SELECT r.status, r.app_version, r.error IS NULL AS no_error, json_build_object(
     FROM app.artifacts a WHERE a.run_id = r.run_id), '[]'::json),
   'createdAt', {_ts("r.created_at")}, 'updatedAt', {_ts("r.updated_at")}, 'finishedAt', {_ts("r.finished_at")}
 )::text AS view
-FROM app.runs r WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
+FROM app.runs r LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = r.workflow_id
+WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
 """

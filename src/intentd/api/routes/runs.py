@@ -34,6 +34,20 @@ async def get_run(run_id: str, request: Request) -> Any:
     found = await reads.run_view(pool, run_id)
     if found is None:
         raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
+    if found["workflow_dead"]:
+        # DBOS stopped the workflow (e.g. DBOSUnexpectedStepError: recorded by other workflow code, or
+        # recovery exhausted) while the run row still waits: say so instead of showing a live gate.
+        view = json.loads(found["view"])
+        view["nextAction"] = None
+        view["error"] = {
+            "code": "workflow_unrecoverable",
+            "message": f"the run's workflow stopped in DBOS ({found['workflow_status']}) and cannot continue: it "
+            "was recorded by other workflow code (see DBOS__APPVERSION) or exhausted its recovery attempts; "
+            "the worker log names the cause",
+            "step": None,
+            "details": {"workflowStatus": found["workflow_status"]},
+        }
+        return JSONResponse(view)
     if found["status"] != "queued" or not found["no_error"]:
         # The hot path: PostgreSQL already serialized the view; hand its text over as it is.
         return Response(found["view"], media_type="application/json")
