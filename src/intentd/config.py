@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Set by CI runners (CI=true): a live test that would skip (opencode missing) fails instead.
     # Kept as text: a runner's unusual value must not stop intentd from starting.
     ci_env: str = Field("", validation_alias="CI")
+    # The worker's, the shim's and the bench baseline's logging level.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", validation_alias="LOG_LEVEL")
 
     # OpenCode
     oc_mode: Literal["mock", "live"] = Field("mock", validation_alias="OC_MODE")
@@ -66,7 +68,6 @@ class Settings(BaseSettings):
     oc_pass_env_raw: str = Field("", validation_alias="INTENTD_OC_PASS_ENV")
     # The daemon's password (random at each start, 0600); default .tmp/run/oc-daemon-<port>.password.
     oc_password_file_env: Path | None = Field(None, validation_alias="INTENTD_OC_PASSWORD_FILE")
-
     # Switch off what intentd never uses in the daemon (file watcher, LSP downloads, Claude Code and
     # external skills); 0 restores OpenCode's defaults (bench:live measures both).
     oc_lean: bool = Field(True, validation_alias="INTENTD_OC_LEAN")
@@ -109,6 +110,12 @@ class Settings(BaseSettings):
     @property
     def ci(self) -> bool:
         return self.ci_env.strip().lower() not in ("", "0", "false", "no", "off")
+
+    @property
+    def oc_mode_given(self) -> bool:
+        """OC_MODE was set (environment or argument) rather than defaulted: `mise run demo` picks
+        live when the opencode binary is installed only when it was not."""
+        return "oc_mode" in self.model_fields_set
 
     @property
     def oc_base_url(self) -> str:

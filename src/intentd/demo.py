@@ -1,12 +1,13 @@
 """`mise run demo`: bring the stack up and run Walkthrough A, printing each status transition.
 
-Uses the live OpenCode daemon when the pinned npm package is installed (OC_MODE=live), else the
-mock transport; OC_MODE in the environment overrides that choice.
+Uses the live OpenCode daemon when the pinned npm package's binary for this platform is installed
+(OC_MODE=live; `intentd.oc.daemon.binary` finds it, as the daemon's start does), else the mock
+transport; OC_MODE set in the environment overrides that choice. The choice goes to the worker and the
+shim through their environment (`stack.child_env`); this process's environment is never changed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -15,11 +16,19 @@ import httpx
 import psycopg
 
 from intentd import stack
-from intentd.config import REPO_ROOT, Settings
+from intentd.config import Settings
+from intentd.oc import daemon
 
 
-def _opencode_installed() -> bool:
-    return (REPO_ROOT / "node_modules" / "opencode-linux-x64" / "bin" / "opencode").exists()
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's settings: OC_MODE live when opencode is installed (unless OC_MODE was given), and
+    app version demo-c5 (unless DBOS__APPVERSION was given)."""
+    update: dict[str, str] = {}
+    if not settings.oc_mode_given:
+        update["oc_mode"] = "live" if daemon.installed() else "mock"
+    if "app_version" not in settings.model_fields_set:
+        update["app_version"] = "demo-c5"
+    return settings.model_copy(update=update)
 
 
 def _watch(client: httpx.Client, run_id: str, want: str, seen: list[str], timeout: float = 180.0) -> dict[str, Any]:
@@ -39,10 +48,7 @@ def _watch(client: httpx.Client, run_id: str, want: str, seen: list[str], timeou
 
 
 def main() -> int:
-    if "OC_MODE" not in os.environ:
-        os.environ["OC_MODE"] = "live" if _opencode_installed() else "mock"
-    os.environ.setdefault("DBOS__APPVERSION", "demo-c5")
-    settings = Settings()
+    settings = demo_settings(Settings())
     print(f"== intentd demo (Walkthrough A), OC_MODE={settings.oc_mode}, app version {settings.app_version}")
     stack.up(settings)
     base = f"http://127.0.0.1:{settings.port}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import uvicorn
 
@@ -14,8 +13,8 @@ from intentd.hardening import restrict_umask
 
 def main() -> None:
     restrict_umask()
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
     settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
     uvicorn.run(
         create_app(settings),
         host="127.0.0.1",

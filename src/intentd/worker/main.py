@@ -169,9 +169,7 @@ def _rss_kb() -> int:
 
 def main() -> None:
     restrict_umask()  # workspaces, artifacts and logs: readable by this account alone
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = start(get_settings())
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

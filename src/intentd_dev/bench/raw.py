@@ -105,8 +105,8 @@ def raw_run(args: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     global _ds
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
     settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
     recipes = load_recipes(settings.recipes_file)
     concurrency = max(r.queue_worker_concurrency for r in recipes.values())
     config: DBOSConfig = {
