@@ -196,15 +196,15 @@ def _bwrap(settings: Settings, mounted: tuple[Path, ...], binds: list[str], comm
     else:
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     args += _system_mounts()
+    # The private /tmp first: mounted after the parents below, it would hide those under /tmp (a
+    # checkout in /tmp/…) and bubblewrap would remake them with our umask, closed to the account.
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
     # The binds' parents, made here 0755: left to bubblewrap they would follow our umask (077) and
     # the account could not walk down to its own directories.
     for parent in sorted({str(a) for p in mounted for a in p.parents} - {"/"}):
         if not parent.startswith(("/usr/", "/etc/")):
             args += ["--perms", "0755", "--dir", parent]
     args += [
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--perms", "1777", "--tmpfs", "/tmp",
         *binds,
         "--remount-ro", "/",
         "--chdir", "/",  # not HOME: bubblewrap has dropped the capability to enter another's 0700 dir

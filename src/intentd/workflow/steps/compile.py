@@ -29,9 +29,7 @@ def run(inp: CompileInput) -> dict[str, Any]:
     res = resources.get()
     # The run's workspace is made here (idempotently), so a bad inputs.repo fails this step with
     # an error the operator sees, instead of failing the workflow.
-    workspace.prepare(
-        Path(inp.workspace), inp.repo, roots=res.settings.repo_roots, git_root=res.settings.git_dirs
-    )
+    workspace.prepare(Path(inp.workspace), inp.repo, roots=res.settings.repo_roots, git_root=res.settings.git_dirs)
     prompt = render_compile_prompt(inp.goal, inp.inputs, inp.constraints, inp.answers)
     structured = res.opencode.compile_plan(
         key=CallKey(inp.run_id, StepId.compile, inp.attempt, "compile"),
