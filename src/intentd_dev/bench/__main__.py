@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
 import shutil
 import signal
@@ -22,13 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from dbos import DBOSClient
-
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
-from intentd_dev.bench import cpu, database, drive, profile, raw, report
-from intentd_dev.bench.stats import ratio, steady_throughput, summarize
+from intentd_dev.bench import cpu, database, drive, memory, paired, profile, raw, report
+from intentd_dev.bench.measure import await_completed, growth, metrics_rss, per_run, throughput, workflow_latencies
+from intentd_dev.bench.stats import ratio, summarize
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,8 +41,22 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-runs",
         type=int,
         default=0,
-        help="after the burst, more bursts of --runs until this many runs in all; the worker's RSS after"
-        " each (a leak keeps growing; the high-water mark of the first burst does not)",
+        help="after the burst, more bursts of --runs until this many runs after the warm-up; the worker's"
+        " RSS after each, measured from the warm-up (use --warmup-runs 50), with the slope in kB/run",
+    )
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        help="frames per trace for the worker's heap tracing (INTENTD_TRACEMALLOC; 0 off): with"
+        " --memory-runs, the allocation sites that grew since the warm-up at every 1,000 runs",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="ratio_vs_raw_dbos as the median of N pairs (pipeline burst then raw burst, N times, both"
+        " workers up throughout), with the min-max; 1 = one pipeline burst and one raw burst",
     )
     p.add_argument("--skip-http", action="store_true")
     p.add_argument("--skip-raw", action="store_true")
@@ -74,58 +85,12 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _metrics_rss(admin_port: int) -> int | None:
-    try:
-        return int(httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).json()["rssKb"])
-    except (httpx.HTTPError, KeyError, ValueError):
-        return None
-
-
-def _throughput(times: list[dict[str, Any]]) -> dict[str, Any]:
-    done = [t["completed"] for t in times if t["completed"] is not None and t["status"] == "SUCCESS"]
-    created = [t["created"] for t in times]
-    overall = None
-    if done and created and max(done) > min(created):
-        overall = round(len(done) / (max(done) - min(created)), 3)
-    steady = steady_throughput(done)
-    return {
-        "completed": len(done),
-        "dbos_statuses": dict(collections.Counter(t["status"] for t in times)),
-        "steady_runs_per_s": None if steady is None else round(steady, 3),
-        "overall_runs_per_s": overall,
-    }
-
-
-def _workflow_latencies(times: list[dict[str, Any]]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"queue_wait": [], "enqueue_to_completed": []}
-    for t in times:
-        if t["dequeued"] is not None:
-            out["queue_wait"].append(t["dequeued"] - t["created"])
-        if t["completed"] is not None and t["status"] == "SUCCESS":
-            out["enqueue_to_completed"].append(t["completed"] - t["created"])
-    return out
-
-
 def _latencies(settings: Settings, batch: drive.Batch, times: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     per_run = database.pipeline_times(settings.database_url, batch.run_ids)
-    per_run["queue_wait"] = _workflow_latencies(times)["queue_wait"]
+    per_run["queue_wait"] = workflow_latencies(times)["queue_wait"]
     order = ["enqueue_to_running", "queue_wait", "approve_to_succeeded", "enqueue_to_succeeded"]
     order += sorted(k for k in per_run if k.startswith("step_"))
     return {k: summarize(per_run[k], 1000.0) for k in order if k in per_run}
-
-
-def _await_completed(settings: Settings, ids: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:
-    """workflow_status rows once every workflow has ended (the status lands just after the last write)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        times = database.workflow_times(settings.database_url, ids)
-        if all(t["status"] not in ("PENDING", "ENQUEUED") for t in times) or time.monotonic() > deadline:
-            return times
-        time.sleep(0.2)
-
-
-def _per_run(before: dict[str, int], after: dict[str, int], runs: int) -> dict[str, float]:
-    return {k: round((after[k] - before[k]) / runs, 2) for k in before} if runs else {}
 
 
 def _recipes_file(settings: Settings, concurrency: int | None) -> Path:
@@ -194,77 +159,6 @@ def _http_phase(
     return results, shim_profile
 
 
-def _raw_phase(
-    args: argparse.Namespace,
-    settings: Settings,
-    writes: dict[str, float],
-    env_extra: dict[str, str],
-    stem: str,
-    postmaster: int | None,
-) -> dict[str, Any]:
-    version = f"{args.app_version}-raw"
-    env = stack.child_env(settings, **env_extra)
-    env.update(
-        {"ADMIN_PORT": str(args.raw_admin_port), "DBOS__APPVERSION": version, "INTENTD_EXECUTOR_ID": "bench-raw"}
-    )
-    (settings.tmp_dir / "run").mkdir(parents=True, exist_ok=True)
-    proc = stack.Proc(
-        "raw-worker",
-        [sys.executable, "-m", "intentd_dev.bench.raw"],
-        env,
-        settings.tmp_dir / f"raw-worker-{args.raw_admin_port}.log",
-        settings.tmp_dir / "run" / f"raw-worker-{args.raw_admin_port}.pid",
-    )
-    ops = raw.ops_for(round(writes["datasource_tx"]), round(writes["app_writes"]))
-    client = DBOSClient(system_database_url=settings.sqlalchemy_system_url, system_database_pool_size=10)
-    proc.start()
-    spy: profile.Spy | None = None
-    try:
-        stack.wait_http(f"http://127.0.0.1:{args.raw_admin_port}/healthz", timeout=60, proc=proc)
-        rss_start = _metrics_rss(args.raw_admin_port)
-        before = database.write_counters(settings.database_url)
-        warm = asyncio.run(drive.raw_dbos("raw-warmup", settings.database_url, client, version, args.warmup_runs, ops))
-        after = database.settled_counters(settings.database_url)
-        counted = _per_run(before, after, len(warm.workflow_ids))
-        _log(f"raw DBOS burst: {args.runs} workflows ({len(ops)} ops each; warm-up counted {counted})")
-        if args.profile and proc.pid is not None:
-            spy = profile.Spy.start(proc.pid, args.out / f"{stem}-raw-worker.folded")
-        cpu_before = cpu.snapshot({"raw_worker": proc.pid}, postmaster)
-        batch = asyncio.run(
-            drive.raw_dbos(
-                "raw",
-                settings.database_url,
-                client,
-                version,
-                args.runs,
-                ops,
-                concurrency=args.submitters,
-                timeout=args.timeout,
-            )
-        )
-        raw_cpu = cpu.per_run(cpu_before, cpu.snapshot({"raw_worker": proc.pid}, postmaster), len(batch.workflow_ids))
-        if spy is not None:
-            spy.stop()
-        times = _await_completed(settings, batch.workflow_ids)
-        rss_after = _metrics_rss(args.raw_admin_port)
-    finally:
-        client.destroy()
-        proc.kill()
-    return {
-        "batch": batch.summary(),
-        "throughput": {
-            **_throughput(times),
-            "bench_writes_per_run_measured": counted.get("bench_writes"),
-            "datasource_tx_per_run_measured": counted.get("datasource_tx"),
-        },
-        "latency_ms": {k: summarize(v, 1000.0) for k, v in _workflow_latencies(times).items()},
-        "rss_kb": {"start": rss_start, "after_runs": rss_after},
-        "cpu_ms_per_run": raw_cpu,
-        "ops": ops,
-        "profile": None if spy is None else spy.summary(),
-    }
-
-
 def _sample_rss(pid: int, series: list[tuple[float, int | None]], stop: threading.Event, every: float = 2.0) -> None:
     """The worker's RSS every few seconds during the burst: a plateau is concurrency, a slope a leak."""
     t0 = time.monotonic()
@@ -272,38 +166,8 @@ def _sample_rss(pid: int, series: list[tuple[float, int | None]], stop: threadin
         series.append((round(time.monotonic() - t0, 1), raw.rss_kb(pid)))
 
 
-def _growth(start: int | None, end: int | None) -> float | None:
-    return None if not start or end is None else round(100.0 * (end - start) / start, 1)
-
-
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
-
-
-def _memory_bursts(
-    args: argparse.Namespace, settings: Settings, base_url: str, done: int, mem: dict[str, dict[str, Any]]
-) -> None:
-    """Bursts like the first until --memory-runs runs in all, the worker's RSS after each. The first
-    burst leaves DBOS's thread pool (a thread per workflow in flight, never shrunk) at its high-water
-    mark; what grows after that is a leak."""
-    if args.memory_runs <= done:
-        return
-    after_first = mem["worker"]["after_runs"]
-    series: list[dict[str, Any]] = [{"runs": done, "rss_kb": after_first}]
-    while done < args.memory_runs:
-        n = min(args.runs, args.memory_runs - done)
-        more = asyncio.run(
-            drive.pipeline(
-                "memory", base_url, settings.database_url, n, concurrency=args.submitters, timeout=args.timeout
-            )
-        )
-        _await_completed(settings, more.workflow_ids)
-        done += n
-        series.append({"runs": done, "rss_kb": _metrics_rss(args.admin_port)})
-        _log(f"memory: {done} runs, worker RSS {series[-1]['rss_kb']} kB")
-    mem["worker"]["after_bursts"] = series
-    mem["worker"]["growth_pct_after_first_burst"] = _growth(after_first, series[-1]["rss_kb"])
-    mem["worker"]["runs_total"] = done
 
 
 def _le(value: float | None, limit: float) -> bool | None:
@@ -315,10 +179,9 @@ def _goals(
 ) -> dict[str, Any]:
     get200 = next((s for s in http if s["kind"] == "get_run" and s["rate"] == 200), None)
     to_running = paced.get("enqueue_to_running", {}).get("p50")
-    growth = mem["worker"]["growth_pct_vs_warmup"]
-    total = mem["worker"].get("runs_total")
-    leak = mem["worker"].get("growth_pct_after_first_burst")
-    return {
+    worker = mem["worker"]
+    total = worker.get("runs_total")
+    goals: dict[str, Any] = {
         "ratio_vs_raw_dbos >= 0.6": {"value": ratio_, "met": None if ratio_ is None else ratio_ >= 0.6},
         "paced enqueue_to_running p50 <= 100 ms": {"value": to_running, "met": _le(to_running, 100)},
         "GET /runs/{id} p99 <= 20 ms @200/s, 0 errors": {
@@ -326,14 +189,17 @@ def _goals(
             "met": None if get200 is None else bool(_le(get200["latency_ms"]["p99"], 20)) and get200["errors"] == 0,
         },
         "worker RSS growth <= 10 % (vs after warm-up)": {
-            "value": f"{growth} % over {runs} runs",
-            "met": _le(growth, 10),
-        },
-        "worker RSS growth <= 10 % after the first burst (--memory-runs)": {
-            "value": None if total is None else f"{leak} % from run {runs} to run {total}",
-            "met": _le(leak, 10),
+            "value": f"{worker['growth_pct_vs_warmup']} % over {runs} runs",
+            "met": _le(worker["growth_pct_vs_warmup"], 10),
         },
     }
+    if total is not None:
+        from_warmup = worker.get("growth_pct_from_warmup")
+        goals["worker RSS growth <= 10 % over --memory-runs, from the warm-up"] = {
+            "value": f"{from_warmup} % over {total} runs; {worker['slope_kb_per_run']} kB/run",
+            "met": _le(from_warmup, 10),
+        }
+    return goals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         "OC_MODE": "mock",
         "LOG_LEVEL": "WARNING",
     }
-    worker = stack.worker(settings, tag="-bench", **extra)
+    traced = {"INTENTD_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else {}
+    worker = stack.worker(settings, tag="-bench", **extra, **traced)
     shim = stack.shim(settings, tag="-bench", **extra)
     base_url = f"http://127.0.0.1:{args.port}"
     args.out.mkdir(parents=True, exist_ok=True)
+    raw_side: paired.RawSide | None = None
     try:
         worker.start()
         shim.start()
@@ -374,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.wait_http(f"{base_url}/healthz", timeout=60, proc=shim)
         assert shim.pid is not None and worker.pid is not None
         mem: dict[str, dict[str, Any]] = {
-            "worker": {"start": _metrics_rss(args.admin_port)},
+            "worker": {"start": metrics_rss(args.admin_port)},
             "shim": {"start": raw.rss_kb(shim.pid)},
         }
         machine = report.machine(database.server_version(settings.database_url))
@@ -384,10 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         before = database.write_counters(settings.database_url)
         warm = asyncio.run(drive.pipeline("warmup", base_url, settings.database_url, args.warmup_runs, timeout=300))
         after = database.settled_counters(settings.database_url)
-        writes = _per_run(before, after, len(warm.run_ids))
+        writes = per_run(before, after, len(warm.run_ids))
         _log(f"warm-up: {database.run_statuses(settings.database_url, warm.run_ids)}; per run {writes}")
-        mem["worker"]["after_warmup"] = _metrics_rss(args.admin_port)
+        mem["worker"]["after_warmup"] = metrics_rss(args.admin_port)
         mem["shim"]["after_warmup"] = raw.rss_kb(shim.pid)
+        if args.tracemalloc:
+            memory.debug_memory(args.admin_port, baseline=True)
+        pairing = args.pairs > 1 and not args.skip_raw
+        if pairing:
+            # Both workers up from here on: each burst has the other worker idling beside it.
+            _log(f"raw DBOS worker up for {args.pairs} pairs")
+            raw_side = paired.RawSide(args, settings, writes, extra, postmaster)
+            raw_side.start()
 
         _log(f"paced: {args.paced_runs} runs at {args.paced_rate}/s")
         paced = asyncio.run(
@@ -395,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 "paced", base_url, settings.database_url, args.paced_runs, rate=args.paced_rate, timeout=args.timeout
             )
         )
-        paced_lat = _latencies(settings, paced, _await_completed(settings, paced.workflow_ids))
+        paced_lat = _latencies(settings, paced, await_completed(settings, paced.workflow_ids))
 
         _log(f"burst: {args.runs} runs through the pipeline")
         spy = profile.Spy.start(worker.pid, args.out / f"{stem}-worker.folded") if args.profile else None
@@ -416,14 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         mem["worker"]["during_burst"] = rss_series
         if spy is not None:
             spy.stop()
-        burst_times = _await_completed(settings, burst.workflow_ids)
+        burst_times = await_completed(settings, burst.workflow_ids)
         statuses = database.run_statuses(settings.database_url, burst.run_ids)
         burst_lat = _latencies(settings, burst, burst_times)
-        mem["worker"]["after_runs"] = _metrics_rss(args.admin_port)
+        mem["worker"]["after_runs"] = metrics_rss(args.admin_port)
         mem["shim"]["after_runs"] = raw.rss_kb(shim.pid)
-        pipe_tp = _throughput(burst_times)
+        pipe_tp = throughput(burst_times)
         _log(f"burst: runs {statuses}; {pipe_tp}")
-        _memory_bursts(args, settings, base_url, len(burst.run_ids), mem)
+        memory.curve(args, settings, base_url, len(paced.run_ids) + len(burst.run_ids), mem)
 
         http_results: list[dict[str, Any]] = []
         shim_profile = None
@@ -431,23 +307,42 @@ def main(argv: list[str] | None = None) -> int:
             _log("HTTP under open-loop load")
             http_results, shim_profile = _http_phase(args, base_url, burst.run_ids, shim.pid, stem, postmaster)
         mem["shim"]["after_http"] = raw.rss_kb(shim.pid)
-        mem["worker"]["after_http"] = _metrics_rss(args.admin_port)
-        shim.kill()
-        worker.kill()
+        mem["worker"]["after_http"] = metrics_rss(args.admin_port)
+        if not pairing:
+            shim.kill()
+            worker.kill()
 
         raw_result: dict[str, Any] = {}
+        pairs: list[dict[str, Any]] = []
         if not args.skip_raw:
             _log("raw DBOS baseline")
-            raw_result = _raw_phase(args, settings, writes, extra, stem, postmaster)
+            if raw_side is None:
+                raw_side = paired.RawSide(args, settings, writes, extra, postmaster)
+                raw_side.start()
+            spy_path = args.out / f"{stem}-raw-worker.folded" if args.profile else None
+            raw_result = raw_side.burst("raw", spy_path)
             _log(f"raw: {raw_result['throughput']}")
+            pairs.append({"pipeline": {"throughput": pipe_tp, "cpu_ms_per_run": pipe_cpu}, "raw": raw_result})
+            for i in range(2, args.pairs + 1):
+                more = paired.pipeline_burst(args, settings, base_url, pids, postmaster, f"burst-{i}")
+                _log(f"pair {i}: pipeline {more['throughput']}")
+                pairs.append({"pipeline": more, "raw": raw_side.burst(f"raw-{i}")})
+                _log(f"pair {i}: raw {pairs[-1]['raw']['throughput']}")
+            raw_result["rss_kb"] = raw_side.stop()
+            raw_side = None
 
         raw_tp = raw_result.get("throughput", {})
-        mem["worker"]["growth_pct_vs_warmup"] = _growth(mem["worker"]["after_warmup"], mem["worker"]["after_runs"])
-        mem["worker"]["growth_pct_vs_start"] = _growth(mem["worker"]["start"], mem["worker"]["after_runs"])
+        mem["worker"]["growth_pct_vs_warmup"] = growth(mem["worker"]["after_warmup"], mem["worker"]["after_runs"])
+        mem["worker"]["growth_pct_vs_start"] = growth(mem["worker"]["start"], mem["worker"]["after_runs"])
         mem["raw_worker"] = raw_result.get("rss_kb", {})
         the_ratio = ratio(pipe_tp["steady_runs_per_s"], raw_tp.get("steady_runs_per_s"))
+        pair_summary = paired.summary(pairs) if len(pairs) > 1 else None
+        if pair_summary is not None:
+            the_ratio = pair_summary["median"]
         result: dict[str, Any] = {
             "ratio_vs_raw_dbos": the_ratio,
+            "ratio_pairs": pair_summary,
+            "mode": "mock (OC_MODE=mock: the fake OpenCode transport, no daemon, no model)",
             "name": stem,
             "timestamp": stamp,
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -485,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"wrote {args.out / (stem + '.json')} and {stem}.png")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
+        if raw_side is not None:
+            raw_side.stop()
         shim.kill()
         worker.kill()
         if not args.keep_db:

@@ -67,6 +67,12 @@ def table(result: dict[str, Any]) -> str:
     lines: list[str] = []
     t = result["throughput"]
     lines.append(f"ratio_vs_raw_dbos      {_fmt(result['ratio_vs_raw_dbos'])}   (goal ≥ 0.6)")
+    if result.get("ratio_pairs"):
+        rp = result["ratio_pairs"]
+        each = ", ".join(
+            f"{_fmt(p['ratio'])} ({_fmt(p['pipeline_runs_per_s'])}/{_fmt(p['raw_runs_per_s'])})" for p in rp["pairs"]
+        )
+        lines.append(f"  median of {rp['n']} pairs, min {_fmt(rp['min'])} max {_fmt(rp['max'])}: {each}")
     lines.append(
         f"throughput runs/s      pipeline {_fmt(t['pipeline']['steady_runs_per_s'])}"
         f"  raw DBOS {_fmt(t['raw_dbos'].get('steady_runs_per_s'))}"
@@ -106,11 +112,12 @@ def table(result: dict[str, Any]) -> str:
         f"  after {m['worker']['after_runs']}  growth {_fmt(m['worker']['growth_pct_vs_warmup'])} %"
         f" (vs start {_fmt(m['worker']['growth_pct_vs_start'])} %)"
     )
-    if m["worker"].get("after_bursts"):
-        steps = "  ".join(f"{b['runs']}:{b['rss_kb']}" for b in m["worker"]["after_bursts"])
+    if m["worker"].get("curve"):
+        steps = "  ".join(f"{b['runs']}:{b['rss_kb']}" for b in m["worker"]["curve"])
         lines.append(
-            f"worker RSS kB by runs  {steps}  growth after the first burst"
-            f" {_fmt(m['worker']['growth_pct_after_first_burst'])} %"
+            f"worker RSS kB by runs after warm-up  {steps}  growth from the warm-up"
+            f" {_fmt(m['worker']['growth_pct_from_warmup'])} % (after the first burst"
+            f" {_fmt(m['worker']['growth_pct_after_first_burst'])} %), slope {m['worker']['slope_kb_per_run']} kB/run"
         )
     lines.append(
         f"shim RSS kB            start {m['shim']['start']}  after runs {m['shim']['after_runs']}"

@@ -1,0 +1,94 @@
+"""The worker's RSS over many runs (`--memory-runs`), measured from the warm-up, not from the first burst.
+
+The baseline is the RSS after the warm-up runs (`--warmup-runs`, 50 for this measurement); then bursts
+of `--runs` until `--memory-runs` runs in all, the RSS after each. The slope over the second half says
+leak (kB per run that keeps going) or plateau. With `--tracemalloc N` the worker traces its heap
+(INTENTD_TRACEMALLOC, worker/memory.py): a snapshot at the warm-up, then at every checkpoint the
+allocation sites that grew most since it, so a slope comes with the code that makes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import httpx
+
+from intentd.config import Settings
+from intentd_dev.bench import drive
+from intentd_dev.bench.measure import await_completed, growth, metrics_rss
+
+CHECKPOINT_RUNS = 1000
+
+
+def debug_memory(admin_port: int, baseline: bool = False) -> dict[str, Any] | None:
+    """The worker's /debug/memory answer (None when it does not answer or does not trace)."""
+    path = "/debug/memory/baseline" if baseline else "/debug/memory"
+    try:
+        body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{admin_port}{path}", timeout=300).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if body.get("tracing") else None
+
+
+def _sites(body: dict[str, Any] | None, top: int = 12) -> list[dict[str, Any]]:
+    """The growth entries, each with its traceback shortened to the frames that name a file."""
+    out = []
+    for g in (body or {}).get("growth", [])[:top]:
+        frames = [line.strip() for line in g["traceback"] if line.strip().startswith("File ")]
+        out.append({k: g[k] for k in ("sizeDiffKb", "countDiff", "sizeKb")} | {"frames": frames})
+    return out
+
+
+def slope_kb_per_run(series: list[dict[str, Any]]) -> float | None:
+    """Least-squares slope of RSS (kB) over runs; None with fewer than two points."""
+    pts = [(p["runs"], p["rss_kb"]) for p in series if p["rss_kb"] is not None]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return None if den == 0 else round(sum((x - mx) * (y - my) for x, y in pts) / den, 3)
+
+
+def curve(args: argparse.Namespace, settings: Settings, base_url: str, done: int, mem: dict[str, Any]) -> None:
+    """More bursts until --memory-runs runs after the warm-up; fills mem["worker"]["curve"] and friends.
+
+    `done` counts the runs since the warm-up (paced + first burst)."""
+    if args.memory_runs <= done:
+        return
+    worker = mem["worker"]
+    base = worker["after_warmup"]
+    series: list[dict[str, Any]] = [{"runs": 0, "rss_kb": base}, {"runs": done, "rss_kb": worker["after_runs"]}]
+    traced: list[dict[str, Any]] = []
+    next_checkpoint = CHECKPOINT_RUNS
+    while done < args.memory_runs:
+        n = min(args.runs, args.memory_runs - done)
+        more = asyncio.run(
+            drive.pipeline(
+                "memory", base_url, settings.database_url, n, concurrency=args.submitters, timeout=args.timeout
+            )
+        )
+        await_completed(settings, more.workflow_ids)
+        done += n
+        series.append({"runs": done, "rss_kb": metrics_rss(args.admin_port)})
+        line = f"memory: {done} runs after warm-up, worker RSS {series[-1]['rss_kb']} kB"
+        if args.tracemalloc and (done >= next_checkpoint or done >= args.memory_runs):
+            next_checkpoint += CHECKPOINT_RUNS
+            body = debug_memory(args.admin_port)
+            if body is not None:
+                traced.append({"runs": done, "traced_kb": body["tracedKb"], "sites": _sites(body)})
+                line += f", traced heap {body['tracedKb']} kB"
+        print(f"[bench] {line}", flush=True)
+    half = [p for p in series if p["runs"] >= args.memory_runs / 2]
+    worker["curve"] = series
+    worker["growth_pct_from_warmup"] = growth(base, series[-1]["rss_kb"])
+    worker["growth_pct_after_first_burst"] = growth(series[1]["rss_kb"], series[-1]["rss_kb"])
+    worker["slope_kb_per_run"] = {
+        "whole": slope_kb_per_run(series[1:]),
+        "second_half": slope_kb_per_run(half),
+    }
+    worker["runs_total"] = done
+    if traced:
+        worker["tracemalloc"] = traced
