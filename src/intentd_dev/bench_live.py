@@ -121,6 +121,53 @@ def _split(url: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# Each run's wall time in spans, from DBOS's own step timestamps (dbos.operation_outputs) and the
+# app tables: where the time goes between the OpenCode calls and the sandbox.
+_SPAN_SQL = """
+SELECT r.run_id, s.created_at, s.started_at_epoch_ms,
+       extract(epoch FROM a.approved_at) * 1000,
+       (SELECT json_agg(json_build_array(o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms)
+                        ORDER BY o.function_id)
+          FROM dbos.operation_outputs o WHERE o.workflow_uuid = r.workflow_id),
+       (SELECT json_object_agg(c.call_name, json_build_array(extract(epoch FROM c.created_at) * 1000,
+                                                             extract(epoch FROM c.completed_at) * 1000))
+          FROM app.opencode_calls c WHERE c.run_id = r.run_id)
+  FROM app.runs r
+  JOIN dbos.workflow_status s ON s.workflow_uuid = r.workflow_id
+  JOIN app.plan_approvals a ON a.run_id = r.run_id AND a.state = 'applied'
+ WHERE r.run_id = ANY(%s)
+"""
+_STEP_OPS = {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST", "DBOS.recv", "DBOS.sleep"}
+
+
+def _spans(url: str, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Per run, seconds: queue pickup, each step's body around its OpenCode call, the approval's
+    wake-up, and the workflow's own checkpoint steps (projection writes) summed."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(_SPAN_SQL, (run_ids,)).fetchall()
+    out: dict[str, dict[str, float]] = {}
+    for run_id, enqueued, dequeued, approved, ops, calls in rows:
+        steps = {name: (float(b), float(e)) for name, b, e in ops or [] if name in _STEP_OPS and b and e}
+        oc = {name: (float(b), float(e)) for name, (b, e) in (calls or {}).items() if b and e}
+        if not {"CompileST", "ApplyPatchST", "DBOS.recv"} <= steps.keys() or not {"compile", "build"} <= oc.keys():
+            continue
+        span = {
+            "queuePickup": (float(dequeued or enqueued) - float(enqueued)) / 1000,
+            "compileBeforeCall": (oc["compile"][0] - steps["CompileST"][0]) / 1000,
+            "compileAfterCall": (steps["CompileST"][1] - oc["compile"][1]) / 1000,
+            "approvalWakeup": (steps["DBOS.recv"][1] - float(approved)) / 1000,
+            "applyBeforeCall": (oc["build"][0] - steps["ApplyPatchST"][0]) / 1000,
+            "applyAfterCall": (steps["ApplyPatchST"][1] - oc["build"][1]) / 1000,
+            "checkpointSteps": sum(float(e) - float(b) for n, b, e in ops or [] if n not in _STEP_OPS and b and e)
+            / 1000,
+        }
+        for name in ("DecideST", "ExecuteST"):
+            if name in steps:
+                span[name] = (steps[name][1] - steps[name][0]) / 1000
+        out[run_id] = span
+    return out
+
+
 def _summary(values: list[float]) -> dict[str, float | int | None]:
     def q(p: float) -> float | None:
         found = percentile(values, p)
@@ -168,12 +215,15 @@ def run_variant(base: Settings, variant: str, runs: int, stamp: str, timeout: fl
             for i in range(runs):
                 results.append(_one_run(http, f"bench live {variant} {i}", timeout))
         split = _split(settings.database_url, [r["runId"] for r in results])
+        spans = _spans(settings.database_url, [r["runId"] for r in results])
     finally:
         shim.kill()
         worker.kill()
         daemon.down(settings)
     for r in results:
         r.update(split[r["runId"]])
+        r["spans"] = spans.get(r["runId"], {})
+    span_names = sorted({k for r in results for k in r["spans"]})
     calls = sorted({c for r in results for c in r["calls"]})
     return {
         "variant": variant,
@@ -186,6 +236,7 @@ def run_variant(base: Settings, variant: str, runs: int, stamp: str, timeout: fl
         "sandbox_s": _summary([r["sandbox"] for r in results]),
         "overhead_s": _summary([r["overhead"] for r in results]),
         "overheadShare": _summary([r["overheadShare"] for r in results]),
+        "spans_s": {k: _summary([r["spans"][k] for r in results if k in r["spans"]]) for k in span_names},
     }
 
 
@@ -208,6 +259,8 @@ def table(variants: list[dict[str, Any]]) -> str:
         rows.append(
             (f"opencode:{call}_s", *(_pair(v["opencodeCalls_s"].get(call)) for v in variants)),
         )
+    for span in sorted({k for v in variants for k in v.get("spans_s", {})}):
+        rows.append((f"span:{span}_s", *(_pair(v.get("spans_s", {}).get(span)) for v in variants)))
     rows.append(("overheadShare", *(f"{v['overheadShare']['p50']} / {v['overheadShare']['p99']}" for v in variants)))
     rows.append(("goals met", *(json.dumps(v["goals"]) for v in variants)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
