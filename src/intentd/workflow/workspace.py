@@ -125,13 +125,24 @@ def prepare(
         _git(workspace, gd, "config", "core.bare", "false")
         _git(workspace, gd, "reset", "--quiet", "--hard", "HEAD")
     else:
-        # No template: no sample hooks or other files.
-        _git(workspace, gd, "init", "--quiet", "--template=", "-b", "main")
+        _init_git_dir(workspace, gd)
         readme = f"# workspace of {workspace.name}\n".encode()
         (workspace / "README.md").write_bytes(readme)
         _base_commit(gd, {"README.md": readme})
     os.chmod(gd, 0o700)
     return workspace
+
+
+def _init_git_dir(workspace: Path, gd: Path) -> None:
+    """What `git init --template= -b main` makes (no hooks, no sample files), without its process."""
+    gd.mkdir(mode=0o700)
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (gd / sub).mkdir(mode=0o700, parents=True)
+    (gd / "config").write_text(
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+        f"\tlogallrefupdates = true\n\tworktree = {workspace.absolute()}\n"
+    )
+    (gd / "HEAD").write_text("ref: refs/heads/main\n")
 
 
 def _write_object(gd: Path, kind: str, body: bytes) -> str:
@@ -155,7 +166,6 @@ def _base_commit(gd: Path, files: dict[str, bytes]) -> str:
     tree = _write_object(gd, "tree", entries)
     who = f"{_GIT_ENV['GIT_COMMITTER_NAME']} <{_GIT_ENV['GIT_COMMITTER_EMAIL']}> {int(time.time())} +0000"
     commit = _write_object(gd, "commit", f"tree {tree}\nauthor {who}\ncommitter {who}\n\nbase\n".encode())
-    (gd / "refs" / "heads").mkdir(parents=True, exist_ok=True)
     (gd / "refs" / "heads" / "main").write_text(f"{commit}\n")
     return commit
 
