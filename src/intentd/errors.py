@@ -6,7 +6,8 @@ IntentdError (code, http_status, retryable)
 │   ├── QueuePolicyViolation  400 queue_policy_violation
 │   ├── RepoNotAllowed        400 repo_not_allowed (inputs.repo outside INTENTD_REPO_ROOTS)
 │   ├── NotFound              404 not_found
-│   └── Conflict              409 run_exists / invalid_state / already_approved / …
+│   └── Conflict              409 run_exists / invalid_state / already_approved / run_ended / …
+├── RunCanceled               the operator canceled the run (POST /runs/{id}/cancel): the workflow stops
 └── StepError                           a workflow step failed (stored in run_steps / runs.error)
     ├── RetryableStepError    the step's retry budget applies
     └── PermanentStepError    the run fails at once
@@ -67,6 +68,13 @@ class NotFound(ClientError):
 class Conflict(ClientError):
     http_status = 409
     code = "invalid_state"
+
+
+class RunCanceled(IntentdError):
+    """The run row says `canceled`: the workflow stops before any further side effect (never a StepError,
+    so no retry budget or operator retry applies)."""
+
+    code = "run_canceled"
 
 
 # The public text of each step error code; any other code gets _GENERIC_STEP_MESSAGE.

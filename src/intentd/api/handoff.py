@@ -6,20 +6,28 @@ without a run row, or an approval the workflow never hears of.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOSClient
+from dbos._error import DBOSException
 
 from intentd.db import runs as q
 from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME, Gate, RunStatus, Topic
 from intentd.errors import Conflict, NotFound, QueuePolicyViolation
 from intentd.recipes import DEFAULT_RECIPE, Recipe
 
+log = logging.getLogger("intentd.api")
+
 # Test seam: called between the app rows and DBOS's half, inside the transaction.
 _between_halves: Callable[[str], None] = lambda _where: None
+
+# A run in one of these has ended for good: nothing cancels it (409 run_ended). A failed run waiting
+# for an operator retry has not ended, and can be canceled.
+ENDED_STATUSES = frozenset({"succeeded", "canceled", "rejected", "expired"})
 
 
 class Handoff:
@@ -176,8 +184,54 @@ class Handoff:
             )
         return {**run, "status": "running", "retry_count": retry_count, "from_step": from_step}
 
+    # POST /runs/{id}/cancel ---------------------------------------------------------------------
+
+    def cancel(self, run_ref: str, reason: str | None, canceled_by: str | None) -> dict[str, Any]:
+        """End the run as `canceled`, then cancel its DBOS workflow.
+
+        The row, its cancel event and the message that wakes a waiting workflow commit together under
+        the row lock that approve, input and retry take, so exactly one of two racing calls is first
+        and the other sees its result. DBOS's cancel_workflow opens its own connection and runs after
+        that commit: if it never lands (a crash in between), the run is canceled all the same, because
+        the worker checks the row before every step, status write and wait, and then cancels its own
+        workflow; the call here only makes that immediate (and frees the queue slot at once).
+        """
+        with self.engine.begin() as conn:
+            run = self._locked_run(conn, run_ref)
+            status, gate = run["status"], run["gate"]
+            details = {"runId": run["run_id"], "status": status}
+            if status in ENDED_STATUSES:
+                raise Conflict(f"run has ended ({status})", code="run_ended", details=details)
+            event_id = q.insert_event(
+                conn, run["run_id"], "cancel", {"reason": reason, "canceledBy": canceled_by, "fromStatus": status}
+            )
+            notice = "canceled" + (f" by {canceled_by}" if canceled_by else "") + (f": {reason}" if reason else "")
+            q.update_run(conn, run["run_id"], status="canceled", next_action=None, finished_at="now()", notice=notice)
+            q.close_running_steps(conn, run["run_id"], {"code": "run_canceled", "message": "the run was canceled"})
+            _between_halves("cancel")
+            topic = _waited_topic(status, gate)
+            if topic is not None:
+                # A workflow parked in DBOS.recv does not notice a DBOS cancel; this message wakes it.
+                self.client.send_in_transaction(
+                    conn, run["workflow_id"], {"canceled": True, "eventId": event_id}, topic
+                )
+        try:
+            self.client.cancel_workflow(run["workflow_id"])
+        except (sa.exc.SQLAlchemyError, DBOSException):
+            log.warning("run %s: DBOS cancel failed; the worker cancels it at its next check", run["run_id"])
+        return {**run, "status": "canceled", "event_id": event_id, "from_status": status}
+
     def _locked_run(self, conn: sa.Connection, run_ref: str) -> dict[str, Any]:
         run = None if "\x00" in run_ref else q.get_run(conn, run_ref, lock=True)
         if run is None:
             raise NotFound(f"run {run_ref!r} not found", details={"id": run_ref})
         return run
+
+
+def _waited_topic(status: str, gate: str) -> Topic | None:
+    """The topic a workflow in this state waits on (DBOS.recv), if it waits."""
+    if status in RETRYABLE_STATUSES:
+        return Topic.retry
+    if status == RunStatus.waiting_input:
+        return Topic.input if gate == Gate.questions else Topic.approval
+    return None

@@ -199,3 +199,15 @@ SELECT r.status, r.app_version, r.error IS NULL AS no_error, w.status AS workflo
 FROM app.runs r LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = r.workflow_id
 WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
 """
+
+
+def close_running_steps(db: Executor, run_id: str, error: dict[str, Any]) -> None:
+    """End the run's step attempts still marked running as failed with `error` (a cancel interrupted them)."""
+    db.execute(
+        sa.text(
+            "UPDATE app.run_steps SET status = 'failed', finished_at = now(),"
+            " error = CAST(:error AS jsonb) || jsonb_build_object('step', step_id)"
+            " WHERE run_id = :r AND status = 'running'"
+        ),
+        {"r": run_id, "error": _j(error)},
+    )

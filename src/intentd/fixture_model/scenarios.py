@@ -7,6 +7,7 @@ Compile (the prompt holds an `intentd-compile-request` block):
 - goal contains "ask user" and no answers → a plan with one question;
 - with answers → a plan without questions that records the answers;
 - goal contains "fail me" → a plan whose last acceptance command always fails (at execution);
+- goal contains "slow test" → a plan whose last acceptance command sleeps 30 s (a sandbox to cancel);
 - anything else → a plan whose acceptance commands pass once the build agent wrote the file.
 Build (an `intentd-build-request` block): one `write` tool call per plan file, then a short text;
 a goal containing "write git config" also writes `.git/config` (core.fsmonitor, diff.external) and
@@ -25,6 +26,7 @@ from typing import Any
 STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
 WRITE_TOOL = "write"
 FAIL_COMMAND = "sh -c 'echo intentional failure >&2; exit 1'"
+SLOW_COMMAND = "sleep 30"
 MODEL_ID = "fixture-model"
 # The blocks intentd.oc.prompts renders (kept apart so this module imports nothing of the wrapper).
 COMPILE_TAG = "intentd-compile-request"
@@ -71,6 +73,8 @@ def compile_plan(request: dict[str, Any]) -> dict[str, Any]:
     acceptance = [f"test -f {path}", f"grep -q {marker(goal)} {path}"]
     if "fail me" in lowered:
         acceptance.append(FAIL_COMMAND)
+    if "slow test" in lowered:
+        acceptance.append(SLOW_COMMAND)
     return {
         "summary": summary,
         "steps": [f"Write {path} describing the intent", "Check that the file exists and carries the intent marker"],

@@ -92,13 +92,19 @@ def default_tmp_base() -> Path:
 
 
 def run_in_sandbox(
-    command: str, workspace: Path, limits: SandboxLimits, *, tmp_base: Path | None = None
+    command: str,
+    workspace: Path,
+    limits: SandboxLimits,
+    *,
+    tmp_base: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> SandboxResult:
     """Run `/bin/sh -c command` inside bubblewrap with cwd = a writable COPY of workspace; the original
     workspace is never modified; the copy is removed afterwards.
 
     `tmp_base` holds the per-run directories (default `default_tmp_base()`); every ancestor must be
-    searchable by other users. Raises SandboxError only when the sandbox itself could not be set up; whatever the command does
+    searchable by other users. Setting `stop` (the run was canceled) kills the command's whole tree at
+    once; the result then reads as SIGKILL. Raises SandboxError only when the sandbox itself could not be set up; whatever the command does
     (fail, crash, hang, flood its output) comes back as a SandboxResult.
     """
     bwrap = find_bwrap()
@@ -121,7 +127,7 @@ def run_in_sandbox(
         workspace_copy(workspace, run_dir / "workspace", limits.disk_bytes, uid) as copy,
         _cgroup(run_dir.name, limits) as group,
     ):
-        return _run(bwrap, command, copy, limits, uid, bpf, group)
+        return _run(bwrap, command, copy, limits, uid, bpf, group, stop)
 
 
 @contextmanager
@@ -160,6 +166,7 @@ def _run(
     uid: int,
     bpf: bytes,
     group: cgroups.SandboxCgroup | None,
+    stop: threading.Event | None = None,
 ) -> SandboxResult:
     status_r, status_w = os.pipe()
     inputs = {"seccomp": _data_pipe(bpf)} | {path: _data_pipe(data) for path, data in ETC_GENERATED.items()}
@@ -196,12 +203,16 @@ def _run(
     finally:
         for fd in (status_w, seccomp_fd, *inputs.values()):
             os.close(fd)
+    ended = threading.Event()
+    if stop is not None:
+        threading.Thread(target=_kill_on_stop, args=(proc, stop, ended), daemon=True).start()
     try:
         captured = pump(proc, started + limits.wall_seconds, limits.output_bytes, lambda: _kill_tree(proc))
         returncode = proc.wait()
         duration = time.monotonic() - started
         status_lines = _read_all(status_r)
     finally:
+        ended.set()
         if proc.poll() is None:  # only on an exception above: never leave the tree running
             _kill_tree(proc)
             proc.wait()
@@ -228,6 +239,14 @@ def _run(
         stderr_truncated=captured.stderr.truncated,
         duration_s=duration,
     )
+
+
+def _kill_on_stop(proc: subprocess.Popen[bytes], stop: threading.Event, ended: threading.Event) -> None:
+    while not ended.is_set():
+        if stop.wait(0.1):
+            if not ended.is_set():
+                _kill_tree(proc)
+            return
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from dbos import DBOS, SQLAlchemyDatasource
 
 from intentd.db import runs as q
+from intentd.errors import RunCanceled
 
 log = logging.getLogger("intentd.workflow")
 _POOL_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -50,6 +51,14 @@ def _session() -> Any:
     return _datasource.sql_session()
 
 
+def _not_canceled(s: Any, run_id: str) -> None:
+    """Take the run row's lock (the one the shim's cancel takes) and stop if the operator canceled it:
+    a status write must never turn a canceled run back into a live one."""
+    status = s.execute(sa.text("SELECT status FROM app.runs WHERE run_id = :r FOR UPDATE"), {"r": run_id}).scalar()
+    if status == "canceled":
+        raise RunCanceled(f"run {run_id} was canceled")
+
+
 # Transaction bodies (run inside _tx) ---------------------------------------------------------------
 
 
@@ -57,6 +66,8 @@ def _begin_run(run_id: str) -> dict[str, Any]:
     s = _session()
     run = q.get_run(s, run_id, lock=True)
     assert run is not None, f"run {run_id} has no row"
+    if run["status"] == "canceled":
+        raise RunCanceled(f"run {run_id} was canceled")
     if run["status"] == "queued":
         q.update_run(s, run_id, status="running", started_at="now()", error=None)
     intent = q.get_intent(s, run["intent_id"])
@@ -69,6 +80,7 @@ def _begin_run(run_id: str) -> dict[str, Any]:
 
 def _begin_attempt(run_id: str, step_id: str, attempt: int) -> None:
     s = _session()
+    _not_canceled(s, run_id)
     s.execute(
         sa.text(
             "INSERT INTO app.run_steps (run_id, step_id, attempt, status, output, executions)"
@@ -107,6 +119,7 @@ def _record_plan(run_id: str, plan: dict[str, Any], plan_hash: str) -> None:
 
 def _wait(run_id: str, gate: str, next_action: str, notice: str | None) -> None:
     s = _session()
+    _not_canceled(s, run_id)
     if gate == "questions":
         # An approval held for a recompile that now asks new questions was for a plan nobody saw.
         s.execute(
@@ -130,6 +143,7 @@ def _consume_event(run_id: str, event_id: int) -> None:
 def _apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
     """Apply the approval to the plan at the gate; returns why not (plan hash mismatch) or None."""
     s = _session()
+    _not_canceled(s, run_id)
     row = (
         s.execute(
             sa.text("SELECT plan_hash, approved_by FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
@@ -165,12 +179,14 @@ def _record_decision(run_id: str, decision: dict[str, Any]) -> None:
 
 
 def _end(run_id: str, status: str, error: dict[str, Any] | None, next_action: str | None) -> None:
+    _not_canceled(_session(), run_id)
     q.update_run(_session(), run_id, status=status, error=error, next_action=next_action, finished_at="now()")
 
 
 def _resume(run_id: str) -> dict[str, Any]:
     """After an operator retry: clear the error and report the retry count the shim recorded."""
     s = _session()
+    _not_canceled(s, run_id)
     q.update_run(s, run_id, status="running", error=None, next_action=None, finished_at=None)
     run = q.get_run(s, run_id)
     assert run is not None

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
-from intentd.errors import PermanentStepError, RetryableStepError, StepError
+from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
-from intentd.workflow import faults, resources
+from intentd.workflow import cancel, faults, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.steps import apply_patch, compile, decide, execute
 
@@ -34,8 +34,13 @@ _WAIT_SLICE_SECONDS = 3600.0
 
 
 def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a step body: count the execution, and turn failures into a checkpointed result."""
+    """Run a step body: count the execution, and turn failures into a checkpointed result.
+
+    A canceled run raises RunCanceled instead: before the body (no side effect at all), and when the
+    body failed because the cancel interrupted it (a killed sandbox, an aborted OpenCode session).
+    """
     res = resources.get()
+    cancel.check(run_id)
     try:
         with res.engine.begin() as conn:
             effects.count_execution(conn, run_id, step_id, attempt)
@@ -46,6 +51,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         faults.crash_point(res.settings, f"{step_id}:after", run_id)
         return {"ok": True, "output": output}
     except StepError as exc:
+        cancel.check(run_id)
         # The API serves the code, a fixed text and this reference; the error's own text (host paths,
         # stderr, a daemon's answer) is logged under the reference only. Made inside the step, the
         # reference is checkpointed with its result: a replay serves the same one.
@@ -62,6 +68,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         )
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id, ref)}
     except Exception:
+        cancel.check(run_id)
         ref = f"err-{uuid.uuid4()}"
         log.exception("ref=%s step %s of %s attempt %d failed unexpectedly", ref, step_id, run_id, attempt)
         err = RetryableStepError("internal error", code="internal_error")
@@ -142,7 +149,13 @@ class _Run:
                 self.attempts[step_id] += 1
                 attempt = self.attempts[step_id]
                 proj.begin_attempt(self.run_id, step_id, attempt)
-                result = _STEPS[step_id](make_input(attempt).model_dump(mode="json"))
+                try:
+                    result = _STEPS[step_id](make_input(attempt).model_dump(mode="json"))
+                except RunCanceled as exc:
+                    # Close the attempt's row, so no step reads as running on a canceled run.
+                    error = {"code": exc.code, "message": "the run was canceled", "step": step_id}
+                    proj.finish_attempt(self.run_id, step_id, attempt, None, error)
+                    raise
                 if result["ok"]:
                     proj.finish_attempt(self.run_id, step_id, attempt, result["output"], None)
                     return dict(result["output"])
@@ -163,11 +176,21 @@ def _wait_for(topic: Topic) -> dict[str, Any]:
     while True:
         message = DBOS.recv(topic, timeout_seconds=_WAIT_SLICE_SECONDS)
         if message is not None:
+            if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
+                raise RunCanceled(f"run {DBOS.workflow_id} was canceled")
             return dict(message)
 
 
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
 def intent_run(args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _intent_run(args)
+    except RunCanceled:
+        # The run row says canceled (a step, a wait or a status write saw it): end CANCELLED in DBOS.
+        cancel.stop_workflow(args["run_id"])
+
+
+def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
     run = _Run(run_id, proj.begin_run(run_id), args.get("recipe"))
     ws = workspace_path(run_id)

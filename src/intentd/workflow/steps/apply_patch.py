@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from intentd.db import effects
 from intentd.db.calls import CallKey
 from intentd.domain import StepId
-from intentd.errors import RetryableStepError
+from intentd.errors import RetryableStepError, RunCanceled
 from intentd.oc import render_build_prompt
-from intentd.workflow import resources, workspace
+from intentd.workflow import cancel, resources, workspace
 
 
 class ApplyInput(BaseModel):
@@ -39,7 +39,14 @@ def run(inp: ApplyInput) -> dict[str, Any]:
             if busy:
                 raise RetryableStepError(f"earlier build sessions still run: {busy}", code="oc_session_busy")
         workspace.reset(ws, git_root=res.settings.git_dirs)
-    summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
+
+    def abort() -> None:  # the run was canceled mid-build: stop the session writing the workspace
+        res.opencode.abort_sessions(ws, res.calls.open_sessions(inp.run_id, StepId.apply_patch))
+
+    with cancel.watch(inp.run_id, abort) as canceled:
+        summary = res.opencode.build(key=key, directory=ws, prompt=render_build_prompt(inp.goal, inp.plan))
+    if canceled.is_set():
+        raise RunCanceled(f"run {inp.run_id} was canceled during its build")
     diff, files = workspace.diff(ws, git_root=res.settings.git_dirs)
     with res.engine.begin() as conn:
         effects.store_artifact(

@@ -7,6 +7,7 @@ worker died after running it but before recording it does run again: `app.comman
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ from pydantic import BaseModel
 
 from intentd.db import effects
 from intentd.domain import StepId
-from intentd.errors import PermanentStepError, RetryableStepError
+from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled
 from intentd.recipes import SandboxBounds
 from intentd.sandbox import SandboxLimits, run_in_sandbox
-from intentd.workflow import faults, resources
+from intentd.workflow import cancel, faults, resources
 from intentd.workflow.steps.decide import command_breaches
 
 
@@ -45,8 +46,8 @@ def sandbox_limits(sandbox_minutes: float, b: SandboxBounds) -> SandboxLimits:
     )
 
 
-def _execute_one(command: str, workspace: Path, limits: SandboxLimits) -> dict[str, Any]:
-    result = run_in_sandbox(command, workspace, limits)
+def _execute_one(command: str, workspace: Path, limits: SandboxLimits, stop: threading.Event) -> dict[str, Any]:
+    result = run_in_sandbox(command, workspace, limits, stop=stop)
     return {
         "command": command,
         "outcome": result.outcome,
@@ -74,11 +75,17 @@ def run(inp: ExecuteInput) -> dict[str, Any]:
         with res.engine.connect() as conn:
             recorded = effects.find_receipt(conn, op_key)
         if recorded is None:
+            cancel.check(inp.run_id)  # a run canceled between two commands runs no further one
             # At-least-once, counted: the start is committed before the command runs, so a worker that
             # dies before the receipt below runs it again on replay and the oracles report it.
             with res.engine.begin() as conn:
                 effects.claim_execution(conn, op_key, inp.run_id, StepId.execute, inp.attempt, command)
-            outcome = _execute_one(command, Path(inp.workspace), limits)
+            # A cancel while the command runs kills its sandbox; nothing of it is recorded as a result.
+            stop = threading.Event()
+            with cancel.watch(inp.run_id, stop.set) as canceled:
+                outcome = _execute_one(command, Path(inp.workspace), limits, stop)
+            if canceled.is_set():
+                raise RunCanceled(f"run {inp.run_id} was canceled while command {index} ran")
             faults.crash_point(res.settings, "ExecuteST:ran", inp.run_id)
             with res.engine.begin() as conn:
                 seen = effects.record_receipt(conn, op_key, inp.run_id, StepId.execute, "sandbox_exec", outcome)
