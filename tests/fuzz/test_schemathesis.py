@@ -38,11 +38,13 @@ OPERATIONS = [
     "GET /healthz",
     "POST /intents",
     "POST /intents/{intent_id}/run",
+    "GET /intents",
+    "GET /runs",
     "GET /runs/{run_id}",
+    "GET /runs/{run_id}/patch",
     "POST /runs/{run_id}/approve-plan",
     "POST /runs/{run_id}/events",
     "POST /runs/{run_id}/retry",
-    "POST /runs/{run_id}/cancel",
 ]
 _NO_INPUT = {"GET /healthz"}
 _HEALTHZ_CASES = 1  # no input: Hypothesis generates the one request there is

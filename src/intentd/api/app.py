@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -48,6 +49,15 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
         {"loc": [_printable(p) for p in e.get("loc", ())], "type": e.get("type"), "msg": _printable(e.get("msg"))}
         for e in exc.errors()
     ]
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """The methods the OpenAPI document lists for the path (the document lists every route)."""
+    methods: set[str] = set()
+    for template, item in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in item}
+    return ", ".join(sorted(methods))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -104,12 +114,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(reads.DatabaseUnavailable, database_unavailable)  # the async reads
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # exc.headers carries the `Allow` of a 405, which RFC 9110 requires.
         if exc.status_code == 400:  # FastAPI's only one: a body it could not decode (e.g. invalid UTF-8)
             return _error(400, "malformed_json", "request body is not valid JSON in UTF-8")
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "details", None), headers=exc.headers)
+        headers = exc.headers
+        allow = _allowed_methods(app, request.url.path) if exc.status_code == 405 else ""
+        if allow:
+            # Starlette names only the first route whose path matched; a path served by several routes
+            # (GET and POST /intents) allows the methods of all of them.
+            headers = {**(headers or {}), "Allow": allow}
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "details", None), headers=headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

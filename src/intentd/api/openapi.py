@@ -7,7 +7,7 @@
   lone surrogate, in keys and values);
 - StartRun as one alternative per recipe of config/recipes.toml, each with that recipe's caps as the
   workload's maxima (a schema-valid body never breaches a cap);
-- links from each response to the calls its ids enable (intent → run → read, approve, input, retry, cancel).
+- links from each response to the calls its ids enable (intent → run → read, approve, input, retry, patch).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str, str]]] = {
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
         "PostEvent": ("post", "/runs/{run_id}/events", "run_id", "runId"),
         "Retry": ("post", "/runs/{run_id}/retry", "run_id", "runId"),
-        "Cancel": ("post", "/runs/{run_id}/cancel", "run_id", "runId"),
+        "GetPatch": ("get", "/runs/{run_id}/patch", "run_id", "runId"),
     },
     ("get", "/runs/{run_id}"): {
+        "GetPatch": ("get", "/runs/{run_id}/patch", "run_id", "runId"),
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
         "PostEvent": ("post", "/runs/{run_id}/events", "run_id", "runId"),
         "Retry": ("post", "/runs/{run_id}/retry", "run_id", "runId"),
-        "Cancel": ("post", "/runs/{run_id}/cancel", "run_id", "runId"),
     },
     ("post", "/runs/{run_id}/approve-plan"): {
         "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
@@ -53,9 +53,6 @@ _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str, str]]] = {
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
     },
     ("post", "/runs/{run_id}/retry"): {
-        "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
-    },
-    ("post", "/runs/{run_id}/cancel"): {
         "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
     },
 }

@@ -1,4 +1,4 @@
-"""The shim's hot reads (`GET /runs/{id}`, `GET /healthz`) on an asyncio connection pool.
+"""The shim's reads (`GET /runs/{id}`, the lists, the patch, `GET /healthz`) on an asyncio connection pool.
 
 Served on the event loop, not in the thread pool: a synchronous read hands the GIL back and forth
 between the loop and a worker thread at every round trip, and at 200 req/s on two cores that
@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from intentd.config import Settings
-from intentd.db.runs import LIVE_WORKERS_SQL, RUN_VIEW_SQL
+from intentd.db.runs import LIVE_WORKERS_SQL, RUN_PATCH_SQL, RUN_VIEW_SQL
 
 
 class DatabaseUnavailable(Exception):
@@ -68,3 +68,22 @@ async def ping(pool: AsyncConnectionPool) -> bool:
     except DatabaseUnavailable:
         return False
     return True
+
+
+async def list_page(
+    pool: AsyncConnectionPool, template: str, fragments: dict[str, str], params: dict[str, Any]
+) -> dict[str, Any]:
+    """One keyset page: {items (JSON text), more, last_at, last_id}. `params` holds `limit` and the
+    filters in use (the keys of `fragments` whose values are not None); one statement."""
+    used = [fragments[name] for name in fragments if params.get(name) is not None]
+    sql = template.replace("{where}", " AND ".join(used) or "true")
+    rows = await _fetch(pool, sql, params)
+    return rows[0]
+
+
+async def run_patch(pool: AsyncConnectionPool, ref: str) -> dict[str, Any] | None:
+    """{run_id, plan_hash, goal, diff, diff_at, approvers}; diff is None while the run has none."""
+    if "\x00" in ref:
+        return None
+    rows = await _fetch(pool, RUN_PATCH_SQL, {"id": ref})
+    return rows[0] if rows else None

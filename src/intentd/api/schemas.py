@@ -189,12 +189,6 @@ class RunEvent(Strict):
     payload: JsonIn
 
 
-class CancelRun(Strict):
-    reason: Text | None = Field(None, max_length=4000)
-    # Free text for now, like approvedBy; with auth on, the token's principal will say who.
-    canceled_by: Text | None = Field(None, alias="canceledBy", max_length=200)
-
-
 # Responses -------------------------------------------------------------------------------------
 
 
@@ -304,11 +298,48 @@ class EventAccepted(Accepted):
     event_id: int = Field(serialization_alias="eventId")
 
 
-class CancelAccepted(Accepted):
-    event_id: int = Field(serialization_alias="eventId", description="The run_events row of the cancel.")
-    from_status: str = Field(serialization_alias="fromStatus", description="The status the cancel ended.")
-
-
 class RetryAccepted(Accepted):
     from_step: str | None = Field(serialization_alias="fromStep")
     retry_count: int = Field(serialization_alias="retryCount")
+
+
+class RunSummary(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    workflow_id: str = Field(serialization_alias="workflowId")
+    intent_id: str = Field(serialization_alias="intentId")
+    status: str
+    next_action: str | None = Field(serialization_alias="nextAction")
+    last_step: str | None = Field(serialization_alias="lastStep")
+    retry_count: int = Field(serialization_alias="retryCount")
+    recipe_name: str = Field(serialization_alias="recipeName")
+    plan_hash: str | None = Field(serialization_alias="planHash")
+    created_at: datetime = Field(serialization_alias="createdAt")
+    updated_at: datetime = Field(serialization_alias="updatedAt")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+    waiting_since: datetime | None = Field(
+        serialization_alias="waitingSince",
+        description="While nextAction is set: since when the run waits for a person (its last update).",
+    )
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    next_cursor: str | None = Field(
+        serialization_alias="nextCursor", description="Pass as `cursor` for the next page; null on the last."
+    )
+
+
+class IntentSummary(BaseModel):
+    intent_id: str = Field(serialization_alias="intentId")
+    goal: str = Field(description="The goal's first 200 characters.")
+    goal_truncated: bool = Field(serialization_alias="goalTruncated")
+    created_at: datetime = Field(serialization_alias="createdAt")
+    run_id: str | None = Field(serialization_alias="runId", description="The intent's run, if started.")
+    status: str | None = Field(description="The run's status, if started.")
+
+
+class IntentPage(BaseModel):
+    items: list[IntentSummary]
+    next_cursor: str | None = Field(
+        serialization_alias="nextCursor", description="Pass as `cursor` for the next page; null on the last."
+    )

@@ -201,6 +201,71 @@ WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
 """
 
 
+# GET /runs and GET /intents: keyset pages in one statement each. The order (created_at DESC, id DESC)
+# is total, so a page boundary is a key, and rows inserted during a walk never shift it. The caller
+# joins the WHERE fragments below (fixed text, parameters bound) so the planner sees only the filters
+# in use; PostgreSQL builds the JSON of the items, and reads limit + 1 rows to know if a page follows.
+RUN_LIST_FILTERS = {
+    "status": "r.status = ANY(%(status)s)",
+    "intent_id": "r.intent_id = %(intent_id)s",
+    "since": "r.created_at >= %(since)s",
+    "after": "(r.created_at, r.run_id) < (%(after_at)s::timestamptz, %(after_id)s)",
+}
+RUN_LIST_SQL = f"""
+WITH page AS (
+  SELECT r.*, row_number() OVER (ORDER BY r.created_at DESC, r.run_id DESC) AS n FROM (
+    SELECT r.run_id, r.workflow_id, r.intent_id, r.status, r.next_action, r.last_step, r.retry_count,
+      r.recipe_name, r.plan_hash, r.created_at, r.updated_at, r.finished_at
+    FROM app.runs r WHERE {{where}} ORDER BY r.created_at DESC, r.run_id DESC LIMIT %(limit)s + 1) r
+)
+SELECT COALESCE(json_agg(json_build_object(
+    'runId', run_id, 'workflowId', workflow_id, 'intentId', intent_id, 'status', status,
+    'nextAction', next_action, 'lastStep', last_step, 'retryCount', retry_count, 'recipeName', recipe_name,
+    'planHash', plan_hash, 'createdAt', {_ts("created_at")}, 'updatedAt', {_ts("updated_at")},
+    'finishedAt', {_ts("finished_at")},
+    'waitingSince', CASE WHEN next_action IS NOT NULL THEN {_ts("updated_at")} END
+  ) ORDER BY n) FILTER (WHERE n <= %(limit)s), '[]'::json)::text AS items,
+  count(*) > %(limit)s AS more,
+  (array_agg({_ts("created_at")} ORDER BY n DESC) FILTER (WHERE n <= %(limit)s))[1] AS last_at,
+  (array_agg(run_id ORDER BY n DESC) FILTER (WHERE n <= %(limit)s))[1] AS last_id
+FROM page
+"""
+
+INTENT_LIST_FILTERS = {
+    "since": "i.created_at >= %(since)s",
+    "after": "(i.created_at, i.intent_id) < (%(after_at)s::timestamptz, %(after_id)s)",
+}
+# The goal is cut to GOAL_PREVIEW characters: a list is for finding an intent, GET /runs/{id} shows all.
+GOAL_PREVIEW = 200
+INTENT_LIST_SQL = f"""
+WITH page AS (
+  SELECT i.*, row_number() OVER (ORDER BY i.created_at DESC, i.intent_id DESC) AS n FROM (
+    SELECT i.intent_id, i.goal, i.created_at FROM app.intents i WHERE {{where}}
+    ORDER BY i.created_at DESC, i.intent_id DESC LIMIT %(limit)s + 1) i
+)
+SELECT COALESCE(json_agg(json_build_object(
+    'intentId', p.intent_id, 'goal', left(p.goal, {GOAL_PREVIEW}),
+    'goalTruncated', length(p.goal) > {GOAL_PREVIEW}, 'createdAt', {_ts("p.created_at")},
+    'runId', r.run_id, 'status', r.status
+  ) ORDER BY p.n) FILTER (WHERE p.n <= %(limit)s), '[]'::json)::text AS items,
+  count(*) > %(limit)s AS more,
+  (array_agg({_ts("p.created_at")} ORDER BY p.n DESC) FILTER (WHERE p.n <= %(limit)s))[1] AS last_at,
+  (array_agg(p.intent_id ORDER BY p.n DESC) FILTER (WHERE p.n <= %(limit)s))[1] AS last_id
+FROM page p LEFT JOIN app.runs r ON r.intent_id = p.intent_id
+"""
+
+# GET /runs/{id}/patch: the latest diff artifact (as RUN_VIEW_SQL picks it) with what its mail needs.
+RUN_PATCH_SQL = """
+SELECT r.run_id, r.plan_hash, i.goal, d.content AS diff, d.created_at AS diff_at,
+  ARRAY(SELECT p.approved_by FROM app.plan_approvals p WHERE p.run_id = r.run_id AND p.state = 'applied'
+        ORDER BY p.approval_id) AS approvers
+FROM app.runs r JOIN app.intents i ON i.intent_id = r.intent_id
+LEFT JOIN LATERAL (SELECT a.content, a.created_at FROM app.artifacts a WHERE a.run_id = r.run_id
+                   AND a.kind = 'diff' ORDER BY a.artifact_id DESC LIMIT 1) d ON true
+WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
+"""
+
+
 def close_running_steps(db: Executor, run_id: str, error: dict[str, Any]) -> None:
     """End the run's step attempts still marked running as failed with `error` (a cancel interrupted them)."""
     db.execute(

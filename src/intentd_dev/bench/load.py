@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from intentd_dev.bench.stats import schedule, summarize
 
-EXPECTED = {"post_intents": 201, "get_run": 200, "healthz": 200}
+EXPECTED = {"post_intents": 201, "get_run": 200, "list_runs": 200, "healthz": 200}
 INTENT_BODY = json.dumps({"goal": "bench load intent", "inputs": {}, "constraints": {}}).encode()
 
 
@@ -84,6 +84,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             return "POST", "/intents", INTENT_BODY
         if kind == "get_run":
             return "GET", f"/runs/{next(run_ids)}", None
+        if kind == "list_runs":  # the list endpoint's first page: one SQL statement per request
+            return "GET", "/runs?limit=50", None
         return "GET", "/healthz", None
 
     async def connection_worker() -> None:

@@ -1,32 +1,118 @@
-"""Runs: read one (by runId or workflowId), approve its plan, send it input, retry it, cancel it."""
+"""Runs: list them, read one (by runId or workflowId) or its patch, approve its plan, send it input, retry it."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from intentd.api import reads
+from intentd.api import listing, patch_mail, reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
+    STORABLE_TEXT,
     ApprovalAccepted,
     ApprovePlan,
-    CancelAccepted,
-    CancelRun,
+    ErrorEnvelope,
     EventAccepted,
     RetryAccepted,
     RunEvent,
+    RunPage,
     RunView,
 )
-from intentd.errors import NotFound, ValidationFailed
+from intentd.db.runs import RUN_LIST_FILTERS, RUN_LIST_SQL
+from intentd.domain import RunStatus
+from intentd.errors import Conflict, NotFound, ValidationFailed
 
 router = APIRouter(prefix="/runs")
 
 # A worker that has not written its heartbeat for this many intervals is taken as gone.
 _STALE_HEARTBEATS = 3
+
+
+_STATUSES = [s.value for s in RunStatus]
+_STATUS_LIST = rf"^({'|'.join(_STATUSES)})(,({'|'.join(_STATUSES)}))*$"
+_BAD_REQUEST = {"model": ErrorEnvelope, "description": "bad query parameter (nothing is read or written)"}
+
+
+@router.get("", response_model=RunPage, responses={400: _BAD_REQUEST})
+async def list_runs(
+    request: Request,
+    status: str | None = Query(
+        None, pattern=_STATUS_LIST, description="One status or several, comma-separated (any of them)."
+    ),
+    intent_id: str | None = Query(None, alias="intentId", min_length=1, max_length=200, pattern=STORABLE_TEXT),
+    since: str | None = Query(
+        None,
+        description="Runs created at or after this RFC 3339 date-time.",
+        json_schema_extra={"format": "date-time"},
+    ),
+    limit: int = Query(listing.LIMIT_DEFAULT, ge=1, le=listing.LIMIT_MAX),
+    cursor: str | None = Query(
+        None,
+        description="The previous page's nextCursor, unchanged (outside this grammar: 400 bad_cursor).",
+        json_schema_extra={"pattern": listing.cursor_pattern("run")},
+    ),
+) -> Any:
+    """Runs, newest first (createdAt, then runId, descending), in keyset pages."""
+    listing.strict_query(request, ("status", "intentId", "since", "limit", "cursor"))
+    after = listing.decode_cursor("run", cursor)
+    params = {
+        "status": status.split(",") if status else None,
+        "intent_id": listing.parse_filter_id("intentId", intent_id),
+        "since": listing.parse_since(since),
+        "after": after,
+        "after_at": after[0] if after else None,
+        "after_id": after[1] if after else None,
+        "limit": limit,
+    }
+    page = await reads.list_page(request.app.state.read_pool, RUN_LIST_SQL, RUN_LIST_FILTERS, params)
+    return Response(listing.page_body("run", page), media_type="application/json")
+
+
+_PATCH_TYPES = {"diff": "text/x-diff; charset=utf-8", "mbox": "application/mbox; charset=utf-8"}
+
+
+@router.get(
+    "/{run_id}/patch",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The unified diff (format=diff) or a `git format-patch` mail (format=mbox).",
+            "content": {
+                "text/x-diff": {"schema": {"type": "string"}},
+                "application/mbox": {"schema": {"type": "string"}},
+            },
+        },
+        400: _BAD_REQUEST,
+        409: {"model": ErrorEnvelope, "description": "no patch yet (code no_patch)"},
+    },
+)
+async def get_patch(
+    run_id: str,
+    request: Request,
+    fmt: Literal["diff", "mbox"] = Query("diff", alias="format", description="diff (default) or mbox."),
+) -> Response:
+    """The run's patch: the diff of its latest ApplyPatchST attempt."""
+    listing.strict_query(request, ("format",))
+    found = await reads.run_patch(request.app.state.read_pool, run_id)
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
+    if found["diff"] is None:
+        raise Conflict(f"run {found['run_id']!r} has no patch yet", code="no_patch", details={"runId": found["run_id"]})
+    text = found["diff"]
+    if fmt == "mbox":
+        text = patch_mail.mbox(
+            goal=found["goal"],
+            diff=found["diff"],
+            plan_hash=found["plan_hash"],
+            approvers=found["approvers"],
+            date=found["diff_at"],
+            version=request.app.state.settings.app_version,
+        )
+    return Response(text, media_type=_PATCH_TYPES[fmt])
 
 
 @router.get("/{run_id}", response_model=RunView)
@@ -87,10 +173,3 @@ async def retry(run_id: str, request: Request) -> Any:
         raise ValidationFailed("POST /runs/{id}/retry takes no body", code="unexpected_body")
     handoff: Handoff = request.app.state.handoff
     return await run_in_threadpool(handoff.retry, run_id)
-
-
-@router.post("/{run_id}/cancel", status_code=202, response_model=CancelAccepted)
-def cancel(run_id: str, request: Request, body: CancelRun | None = None) -> Any:
-    handoff: Handoff = request.app.state.handoff
-    body = body or CancelRun()
-    return handoff.cancel(run_id, body.reason, body.canceled_by)
