@@ -153,6 +153,24 @@ def test_cancel_while_compiling_stops_before_the_gate(mock: Stack) -> None:
     assert mock.get(run_id)["nextAction"] is None  # never reached the gate
 
 
+def test_cancel_during_the_build_stops_before_decide(mock: Stack) -> None:
+    """The mock fake has no session abort (the live daemon's POST /session/{id}/abort is what the
+    watcher calls); here the build's prompt runs out and the step then stops on the canceled row."""
+    _, run_id = mock.run("cancel during the build")
+    mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan")
+    assert mock.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
+    mock.wait(run_id, lambda r: r["lastStep"] == "ApplyPatchST" and r["status"] == "running", timeout=30)
+    assert _cancel(mock, run_id).status_code == 202
+    _assert_canceled(mock, run_id)
+    later = _sql(
+        mock, "SELECT step_id FROM app.run_steps WHERE run_id = %s AND step_id IN ('DecideST', 'ExecuteST')", run_id
+    )
+    assert later == []
+    # The watcher asked the daemon to abort the build's session (the fake answers 404: no such route).
+    aborts = [line for line in mock.worker.log.read_text().splitlines() if "/abort?" in line and run_id in line]
+    assert aborts, "no session abort was sent"
+
+
 def test_cancel_while_executing_kills_the_sandbox(mock: Stack) -> None:
     _, run_id = mock.run("slow test to cancel")
     mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan")
