@@ -10,6 +10,7 @@ model. Pure except `ensure_user`, `prepare_dirs` and `hand_over`, which change t
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -36,6 +37,30 @@ LEAN_ENV = {
     "OPENCODE_DISABLE_CLAUDE_CODE": "1",
     "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
 }
+
+
+# An empty models.dev database (root's file in the daemon's home). OpenCode parses its bundled
+# models.dev snapshot anew for every new directory, i.e. every run's first prompt; when every enabled
+# provider is described in our config (npm package and models, like the fixture model), nothing
+# needs that database. Interleaved A/B on the live lane: compile call 0.73 -> 0.29 s, build call
+# 0.46 -> 0.27 s (p50, 6 fresh workspaces each).
+EMPTY_MODELS_DB = "models.json"
+
+
+def models_db_unused(config: Path) -> bool:
+    """True when every provider `config` enables is fully described in it (no models.dev entry used)."""
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    enabled = data.get("enabled_providers") if isinstance(data, dict) else None
+    providers = data.get("provider") if isinstance(data, dict) else None
+    if not isinstance(enabled, list) or not enabled or not isinstance(providers, dict):
+        return False
+    return all(
+        isinstance(providers.get(name), dict) and providers[name].get("npm") and providers[name].get("models")
+        for name in enabled
+    )
 
 
 class JailError(RuntimeError):
@@ -103,6 +128,10 @@ def prepare_dirs(settings: Settings, home: Path, config: Path) -> Path:
     copied.unlink(missing_ok=True)  # a new file, root's (copying onto the old one would keep its owner)
     shutil.copyfile(config, copied)
     copied.chmod(0o644)  # root's, and read-only in the jail: the daemon reads it, cannot change it
+    models = home / EMPTY_MODELS_DB
+    models.unlink(missing_ok=True)
+    models.write_text("{}\n")
+    models.chmod(0o644)
     return copied
 
 
@@ -131,6 +160,11 @@ def daemon_env(settings: Settings, home: Path, config: Path, password: str) -> d
         "OPENCODE_SERVER_PASSWORD": password,
         "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
         **(LEAN_ENV if settings.oc_lean else {}),
+        **(
+            {"OPENCODE_MODELS_PATH": str(home / EMPTY_MODELS_DB)}
+            if settings.oc_lean and models_db_unused(config)
+            else {}
+        ),
     }
 
 
