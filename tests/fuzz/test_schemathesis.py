@@ -45,6 +45,7 @@ OPERATIONS = [
     "POST /runs/{run_id}/approve-plan",
     "POST /runs/{run_id}/events",
     "POST /runs/{run_id}/retry",
+    "POST /runs/{run_id}/cancel",
 ]
 _NO_INPUT = {"GET /healthz"}
 _HEALTHZ_CASES = 1  # no input: Hypothesis generates the one request there is

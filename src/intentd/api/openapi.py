@@ -7,7 +7,8 @@
   lone surrogate, in keys and values);
 - StartRun as one alternative per recipe of config/recipes.toml, each with that recipe's caps as the
   workload's maxima (a schema-valid body never breaches a cap);
-- links from each response to the calls its ids enable (intent → run → read, approve, input, retry, patch).
+- links from each response to the calls its ids enable (intent → run → read, approve, input, retry, cancel,
+  patch).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str, str]]] = {
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
         "PostEvent": ("post", "/runs/{run_id}/events", "run_id", "runId"),
         "Retry": ("post", "/runs/{run_id}/retry", "run_id", "runId"),
+        "Cancel": ("post", "/runs/{run_id}/cancel", "run_id", "runId"),
         "GetPatch": ("get", "/runs/{run_id}/patch", "run_id", "runId"),
     },
     ("get", "/runs/{run_id}"): {
@@ -43,6 +45,7 @@ _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str, str]]] = {
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
         "PostEvent": ("post", "/runs/{run_id}/events", "run_id", "runId"),
         "Retry": ("post", "/runs/{run_id}/retry", "run_id", "runId"),
+        "Cancel": ("post", "/runs/{run_id}/cancel", "run_id", "runId"),
     },
     ("post", "/runs/{run_id}/approve-plan"): {
         "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
@@ -53,6 +56,9 @@ _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, str, str]]] = {
         "ApprovePlan": ("post", "/runs/{run_id}/approve-plan", "run_id", "runId"),
     },
     ("post", "/runs/{run_id}/retry"): {
+        "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
+    },
+    ("post", "/runs/{run_id}/cancel"): {
         "GetRun": ("get", "/runs/{run_id}", "run_id", "runId"),
     },
 }

@@ -189,6 +189,12 @@ class RunEvent(Strict):
     payload: JsonIn
 
 
+class CancelRun(Strict):
+    reason: Text | None = Field(None, max_length=4000)
+    # Free text for now, like approvedBy; with auth on, the token's principal will say who.
+    canceled_by: Text | None = Field(None, alias="canceledBy", max_length=200)
+
+
 # Responses -------------------------------------------------------------------------------------
 
 
@@ -296,6 +302,11 @@ class ApprovalAccepted(Accepted):
 
 class EventAccepted(Accepted):
     event_id: int = Field(serialization_alias="eventId")
+
+
+class CancelAccepted(Accepted):
+    event_id: int = Field(serialization_alias="eventId", description="The run_events row of the cancel.")
+    from_status: str = Field(serialization_alias="fromStatus", description="The status the cancel ended.")
 
 
 class RetryAccepted(Accepted):

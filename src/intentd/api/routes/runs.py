@@ -1,4 +1,4 @@
-"""Runs: list them, read one (by runId or workflowId) or its patch, approve its plan, send it input, retry it."""
+"""Runs: list them, read one (by runId or workflowId) or its patch, approve its plan, send it input, retry it, cancel it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from intentd.api.schemas import (
     STORABLE_TEXT,
     ApprovalAccepted,
     ApprovePlan,
+    CancelAccepted,
+    CancelRun,
     ErrorEnvelope,
     EventAccepted,
     RetryAccepted,
@@ -173,3 +175,10 @@ async def retry(run_id: str, request: Request) -> Any:
         raise ValidationFailed("POST /runs/{id}/retry takes no body", code="unexpected_body")
     handoff: Handoff = request.app.state.handoff
     return await run_in_threadpool(handoff.retry, run_id)
+
+
+@router.post("/{run_id}/cancel", status_code=202, response_model=CancelAccepted)
+def cancel(run_id: str, request: Request, body: CancelRun | None = None) -> Any:
+    handoff: Handoff = request.app.state.handoff
+    body = body or CancelRun()
+    return handoff.cancel(run_id, body.reason, body.canceled_by)
