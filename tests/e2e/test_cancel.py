@@ -219,6 +219,30 @@ def _descendants(pid: int | None) -> list[str]:
     return found
 
 
+def test_without_dbos_cancel_the_worker_ends_its_workflow_cancelled_itself(mock: Stack) -> None:
+    """The shim's DBOS cancel runs after its commit: a shim that dies in between leaves only the row.
+    Written here by SQL alone, the canceled row still kills the sandbox and ends the workflow."""
+    _, run_id = mock.run("slow test without dbos cancel")
+    mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan")
+    assert mock.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
+    deadline = time.monotonic() + 60
+    while not _sql(
+        mock, "SELECT 1 FROM app.command_executions WHERE run_id = %s AND op_key LIKE %s", run_id, "%:cmd-2"
+    ):
+        assert time.monotonic() < deadline, mock.get(run_id)
+        time.sleep(0.05)
+    _sql(
+        mock,
+        "WITH e AS (INSERT INTO app.run_events (run_id, type, payload) VALUES (%s, 'cancel', '{}'))"
+        " UPDATE app.runs SET status = 'canceled', finished_at = now() WHERE run_id = %s RETURNING 1",
+        run_id,
+        run_id,
+    )
+    assert _workflow(mock, run_id)[0] == "PENDING"
+    _assert_canceled(mock, run_id)  # the worker cancelled its own workflow
+    assert _sql(mock, "SELECT COUNT(*) FROM app.mock_receipts WHERE op_key LIKE %s", f"{run_id}:%:cmd-2") == [(0,)]
+
+
 def test_cancel_a_failed_run_waiting_for_retry_frees_it(mock: Stack) -> None:
     _, run_id = mock.run("fail me then cancel")
     mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan")
