@@ -127,6 +127,12 @@ class FakeOpenCode:
             return httpx.Response(200, json=self._agents(directory))
         if method == "POST" and path == ["session"]:
             return self._create_session(body if isinstance(body, dict) else {}, directory)
+        if method == "GET" and path == ["session", "status"]:
+            return httpx.Response(200, json={})  # prompts answer synchronously here: nothing is ever busy
+        if method == "POST" and len(path) == 3 and path[0] == "session" and path[2] == "abort":
+            if path[1] not in self.sessions:
+                return _error(404, "NotFoundError", f"Session not found: {path[1]}")
+            return httpx.Response(200, json=True)
         if len(path) == 3 and path[0] == "session" and path[2] == "message":
             session = self.sessions.get(path[1])
             if session is None:
