@@ -273,3 +273,40 @@ def test_daemon_down_leaves_no_process_of_the_jail_and_frees_its_port(launcher_k
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             next(started, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_daemon_outlives_the_command_that_started_it() -> None:
+    """`mise run oc:daemon:up` starts the daemon in the background and returns: the jail must not be
+    tied to that command's life (bwrap --die-with-parent killed it the moment the command exited)."""
+    import contextlib
+    import sys
+    import time
+
+    settings = Settings(
+        OC_SERVER_PORT=_free_port(), FIXTURE_MODEL_PORT=_free_port(), INTENTD_TMP=TEST_TMP / "oc-outlive"
+    )
+    env = {
+        **os.environ,
+        "OC_SERVER_PORT": str(settings.oc_server_port),
+        "FIXTURE_MODEL_PORT": str(settings.fixture_model_port),
+        "INTENTD_TMP": str(settings.tmp_dir),
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", "intentd.oc.daemon", "up"], env=env, capture_output=True, text=True, timeout=120
+    )
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        time.sleep(2.0)  # the starter has exited; a jail tied to it would be gone by now
+        assert _listening(settings.oc_server_port), "the daemon died with the command that started it"
+        assert _listening(settings.fixture_model_port), "the fixture model died with the command that started it"
+        assert daemon.probe(settings) is not None
+    finally:
+        with contextlib.suppress(Exception):
+            print(daemon.down(settings))
+    assert not _listening(settings.oc_server_port)

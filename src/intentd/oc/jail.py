@@ -222,9 +222,10 @@ def _bwrap(settings: Settings, mounted: tuple[Path, ...], binds: list[str], comm
     if bwrap is None:
         raise JailError("bubblewrap (bwrap) is not installed; run `mise run setup`")
     who = account(settings)
-    # --die-with-parent: the jail (its pid 1 and so everything in it) dies with the bwrap we started;
-    # killing our child is then enough to stop it, even when the jailed process ignores SIGTERM.
-    args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    # No --die-with-parent: it ties the jail to the process that ran bwrap, so the daemon died with
+    # `mise run oc:daemon:up` (and the demo's stack) as soon as that command returned. Stopping a jail
+    # whose bwrap is gone is process.Proc's job: it kills the whole session and the recorded pids.
+    args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if who is None:
         args += ["--unshare-user", "--cap-drop", "ALL"]
     else:
