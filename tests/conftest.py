@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +99,13 @@ def row_counts(conninfo: str) -> dict[str, str]:
             )  # type: ignore[index]
             for t in tables
         }
+
+
+@pytest.fixture
+def tmp_base() -> Iterator[Path]:
+    """A sandbox run's base directory. Not pytest's tmp_path: its parents are 0700, and bubblewrap
+    runs the command as an unprivileged uid."""
+    base = Path(tempfile.mkdtemp(prefix="intentd-sbx-test-", dir="/tmp"))
+    base.chmod(0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)

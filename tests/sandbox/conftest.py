@@ -3,23 +3,12 @@ and a check after every test that no sandbox process or run directory was left b
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from intentd.sandbox._procs import live_sandbox_pids, new_sandbox_pids_after
-
-
-@pytest.fixture
-def tmp_base() -> Iterator[Path]:
-    # Not pytest's tmp_path: its parents are 0700, and bubblewrap runs as an unprivileged uid.
-    base = Path(tempfile.mkdtemp(prefix="intentd-sbx-test-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

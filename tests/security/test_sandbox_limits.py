@@ -12,11 +12,8 @@ without them, the attack runs with the old defaults and must then succeed, which
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +28,6 @@ MB = 1 << 20
 def _limits(**wanted: int) -> SandboxLimits:
     known = {f.name for f in dataclasses.fields(SandboxLimits)}
     return SandboxLimits(wall_seconds=60, **{k: v for k, v in wanted.items() if k in known})
-
-
-@pytest.fixture
-def tmp_base() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="intentd-sbx-sec-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ a non-terminal fd), so the errno proves the filter answered, not a missing capab
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,14 +41,6 @@ for name, (nr, args, _) in json.loads(sys.argv[1]).items():
     out[name] = "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def tmp_base() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="intentd-sbx-sec-", dir="/tmp"))
-    base.chmod(0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

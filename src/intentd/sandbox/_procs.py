@@ -87,3 +87,14 @@ def new_sandbox_pids_after(before: set[int], within_s: float = 3.0) -> set[int]:
     while (alive := live_sandbox_pids() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (one of another uid counts: signalling it is refused, not failed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

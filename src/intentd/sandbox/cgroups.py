@@ -19,6 +19,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from intentd.sandbox._procs import pid_alive
+
 __all__ = ["CgroupLimits", "Cgroups", "SandboxCgroup", "detect"]
 
 _ROOT = Path("/sys/fs/cgroup")
@@ -109,7 +111,7 @@ class Cgroups:
             with suppress(OSError):
                 for child in parent.iterdir():
                     owner = child.name.removeprefix("run-").split("-", 1)[0]
-                    if child.is_dir() and child.name not in alive and owner.isdigit() and not _alive(int(owner)):
+                    if child.is_dir() and child.name not in alive and owner.isdigit() and not pid_alive(int(owner)):
                         SandboxCgroup((child,)).remove(timeout_s=1.0)
 
 
@@ -181,13 +183,3 @@ def _write(path: Path, value: int | str, *, optional: bool = False) -> None:
     except FileNotFoundError:
         if not optional:
             raise
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

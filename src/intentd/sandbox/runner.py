@@ -33,7 +33,7 @@ from pathlib import Path
 from intentd.sandbox import cgroups, seccomp
 from intentd.sandbox._bwrap import ETC_GENERATED, SANDBOX_PATH, bwrap_argv, find_bwrap
 from intentd.sandbox._capture import pump
-from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes
+from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes, pid_alive
 from intentd.sandbox._workspace import unmount_under, workspace_copy
 from intentd.sandbox.limits import SandboxLimits, group_memory_bytes, prlimit_argv, setpriv_argv, tmp_bytes
 from intentd.sandbox.result import SandboxError, SandboxResult, split_status
@@ -323,7 +323,7 @@ def _sweep_orphans(base: Path) -> None:
     `finally` (its sandbox died with it, by --die-with-parent, but the copy stayed on disk)."""
     for entry in os.listdir(base):
         owner = entry.removeprefix(_TMP_PREFIX).split("-", 1)[0]
-        if not entry.startswith(_TMP_PREFIX) or not owner.isdigit() or _alive(int(owner)):
+        if not entry.startswith(_TMP_PREFIX) or not owner.isdigit() or pid_alive(int(owner)):
             continue
         unmount_under(base / entry)  # its workspace tmpfs: rmtree would empty it, not remove it
         shutil.rmtree(base / entry, ignore_errors=True)
@@ -342,16 +342,6 @@ def kill_orphans() -> list[int]:
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_searchable(path: Path) -> None:
