@@ -21,6 +21,7 @@ from pathlib import Path
 
 from intentd.config import Settings
 from intentd.hardening import private_dir
+from intentd.sandbox._bwrap import read_only_system
 
 _SETPRIV = "/usr/bin/setpriv"
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -168,16 +169,6 @@ def daemon_env(settings: Settings, home: Path, config: Path, password: str) -> d
     }
 
 
-def _system_mounts() -> list[str]:
-    args: list[str] = []
-    for top in _SYSTEM_DIRS:
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    return args
-
-
 def jail_argv(settings: Settings, home: Path, binary: Path, serve: list[str]) -> list[str]:
     """bubblewrap around `binary serve…`, as the daemon's account with umask 077.
 
@@ -230,7 +221,7 @@ def _bwrap(settings: Settings, mounted: tuple[Path, ...], binds: list[str], comm
         args += ["--unshare-user", "--cap-drop", "ALL"]
     else:
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    args += _system_mounts()
+    args += read_only_system(_SYSTEM_DIRS)
     # The private /tmp first: mounted after the parents below, it would hide those under /tmp (a
     # checkout in /tmp/…) and bubblewrap would remake them with our umask, closed to the account.
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]

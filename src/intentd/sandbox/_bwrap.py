@@ -51,13 +51,21 @@ def find_bwrap() -> str:
     return path
 
 
-def _system_mounts() -> list[str]:
+def read_only_system(dirs: tuple[str, ...]) -> list[str]:
+    """bubblewrap arguments binding each of `dirs` read-only where it is a real directory on this
+    host, or recreating it as the same symlink (merged /usr: /bin -> usr/bin). The daemon's jail uses
+    it too."""
     args: list[str] = []
-    for top in _SYSTEM_DIRS:
+    for top in dirs:
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
+    return args
+
+
+def _system_mounts() -> list[str]:
+    args = read_only_system(_SYSTEM_DIRS)
     args += ["--dir", "/etc"]
     for name in _ETC_FROM_HOST:
         path = f"/etc/{name}"
