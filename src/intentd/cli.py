@@ -70,6 +70,12 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identity(command: str, rest: list[str]) -> int:
+    from intentd.db import audit, tokens
+
+    return tokens.main(rest) if command == "token" else audit.main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     restrict_umask()  # what any command writes (logs, pidfiles, the database's files) is ours alone
     parser = argparse.ArgumentParser(prog="intentd")
@@ -84,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["psql"]:
         return _psql(argv[1:])  # psql's own options must not meet argparse
+    if argv[:1] in (["token"], ["audit"]):  # identity commands parse their own arguments
+        return _identity(argv[0], argv[1:])
     sub.add_parser("openapi", help="write docs/openapi.json from the shim's models").set_defaults(func=_openapi)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
 
     # Processes
     port: int = Field(3001, validation_alias="PORT")
+    # The shim's bind address. Auth may be off only on a loopback address (api/auth.py refuses otherwise).
+    host: str = Field("127.0.0.1", validation_alias="HOST")
+    # Identity (docs/identity.md): "tokens" requires `Authorization: Bearer <token>` on every call.
+    auth: Literal["off", "tokens"] = Field("off", validation_alias="INTENTD_AUTH")
+    # Host header values accepted besides loopback ones (comma-separated, e.g. intentd.example:3001);
+    # any other Host gets 421, which stops DNS rebinding.
+    allowed_hosts_raw: str = Field("", validation_alias="INTENTD_ALLOWED_HOSTS")
+    # Writes (POST) each authenticated principal may make per minute (a token bucket in the shim).
+    write_rate_per_minute: int = Field(120, ge=1, validation_alias="INTENTD_WRITE_RATE")
     admin_port: int = Field(3002, validation_alias="ADMIN_PORT")
     app_version: str = Field("dev", validation_alias=AliasChoices("DBOS__APPVERSION", "INTENTD_APP_VERSION"))
     executor_id: str | None = Field(None, validation_alias=AliasChoices("INTENTD_EXECUTOR_ID", "DBOS__VMID"))
@@ -79,6 +88,11 @@ class Settings(BaseSettings):
     workspaces_dir_env: Path | None = Field(None, validation_alias="INTENTD_WORKSPACES")
     # Where inputs.repo may point (os.pathsep- or comma-separated directories); empty: no repo input.
     repo_roots_raw: str = Field("", validation_alias="INTENTD_REPO_ROOTS")
+
+    # The operator CLI (`intentd submit|runs|watch|approve …`, docs/cli.md): the shim it speaks to
+    # and the bearer token it sends (INTENTD_AUTH=tokens). Kept out of repr: a token is a secret.
+    cli_url: str = Field("http://127.0.0.1:3001", validation_alias="INTENTD_URL")
+    cli_token: str | None = Field(None, validation_alias="INTENTD_TOKEN", repr=False)
 
     @property
     def database_url(self) -> str:
@@ -139,6 +153,11 @@ class Settings(BaseSettings):
     def git_dirs(self) -> Path:
         """The runs' git directories: the worker's alone, outside the workspaces root the daemon owns."""
         return self.tmp_dir / "git-dirs"
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """INTENTD_ALLOWED_HOSTS, lower-cased; an entry without a port matches any port."""
+        return tuple(h.strip().lower() for h in self.allowed_hosts_raw.split(",") if h.strip())
 
     @property
     def repo_roots(self) -> tuple[Path, ...]:
