@@ -5,6 +5,7 @@ IntentdError (code, http_status, retryable)
 │   ├── ValidationFailed      400 validation_error / malformed_json / body_too_large
 │   ├── QueuePolicyViolation  400 queue_policy_violation
 │   ├── RepoNotAllowed        400 repo_not_allowed (inputs.repo outside INTENTD_REPO_ROOTS)
+│   ├── Forbidden             403 forbidden_role / not_your_identity (docs/identity.md)
 │   ├── NotFound              404 not_found
 │   └── Conflict              409 run_exists / invalid_state / already_approved / run_ended / …
 ├── RunCanceled               the operator canceled the run (POST /runs/{id}/cancel): the workflow stops
@@ -58,6 +59,13 @@ class QueuePolicyViolation(ClientError):
 
 class RepoNotAllowed(ClientError):
     code = "repo_not_allowed"
+
+
+class Forbidden(ClientError):
+    """403: the principal may not do this (forbidden_role, not_your_identity, …)."""
+
+    http_status = 403
+    code = "forbidden"
 
 
 class NotFound(ClientError):

@@ -1,4 +1,4 @@
-"""`mise run start:api-shim`: serve the shim on 127.0.0.1:PORT."""
+"""`mise run start:api-shim`: serve the shim on HOST:PORT (HOST defaults to 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level)
     uvicorn.run(
         create_app(settings),
-        host="127.0.0.1",
+        host=settings.host,  # create_app refused a non-loopback HOST with auth off
         port=settings.port,
         loop="uvloop",
         http="httptools",

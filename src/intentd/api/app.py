@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intentd import __version__
-from intentd.api import reads
+from intentd.api import auth, reads
 from intentd.api.body_limit import BodyLimit
 from intentd.api.handoff import Handoff
 from intentd.api.openapi import document
@@ -62,6 +62,7 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    auth.refuse_open_bind(settings)
     if settings.system_database_url != settings.database_url:
         raise SystemExit(
             "intentd's shim needs DBOS's system tables in the application database (one transaction "
@@ -93,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Counts the bytes as they stream in (chunked or not): a body over the limit is answered 413
     # before the route runs, so nothing is written.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Outermost: the Host check, the token, the route's roles and the write budget are decided before
+    # anything reads the body or the database is written (docs/identity.md).
+    app.add_middleware(auth.Auth, settings=settings)
 
     @app.exception_handler(IntentdError)
     async def intentd_error(_: Request, exc: IntentdError) -> JSONResponse:
@@ -136,5 +140,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(intents.router)
     app.include_router(runs.router)
+    auth.check_routes(app)  # every route declares its roles, or the shim does not start
     document(app, settings)
     return app

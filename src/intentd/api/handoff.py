@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from dbos import DBOSClient
 from dbos._error import DBOSException
 
+from intentd.db import audit
 from intentd.db import runs as q
 from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME, Gate, RunStatus, Topic
 from intentd.errors import Conflict, NotFound, QueuePolicyViolation
+from intentd.identity import Principal
 from intentd.recipes import DEFAULT_RECIPE, Recipe
 
 log = logging.getLogger("intentd.api")
@@ -61,7 +63,7 @@ class Handoff:
         return recipe, resolved
 
     def start_run(
-        self, intent_id: str, recipe: Recipe, workload: dict[str, Any], trace_id: str | None
+        self, intent_id: str, recipe: Recipe, workload: dict[str, Any], trace_id: str | None, *, actor: Principal
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
             # An id with NUL names nothing (and PostgreSQL text could not even be compared with it).
@@ -102,11 +104,20 @@ class Handoff:
                 # shapes the workflow's steps, so a replay must never read a since-edited file.
                 {"run_id": run["run_id"], "intent_id": intent_id, "recipe": recipe.model_dump(mode="json")},
             )
+            audit.record(
+                conn,
+                act="run_start",
+                actor=actor,
+                run_id=run["run_id"],
+                details={"intentId": intent_id, "recipe": recipe.name},
+            )
         return run
 
     # POST /runs/{id}/approve-plan --------------------------------------------------------------
 
-    def approve(self, run_ref: str, approved_by: str, notes: str | None, plan_hash: str | None) -> dict[str, Any]:
+    def approve(
+        self, run_ref: str, approved_by: str, notes: str | None, plan_hash: str | None, *, actor: Principal
+    ) -> dict[str, Any]:
         with self.engine.begin() as conn:
             run = self._locked_run(conn, run_ref)
             status, gate = RunStatus(run["status"]), Gate(run["gate"])
@@ -138,11 +149,19 @@ class Handoff:
                 {"approvalId": approval_id, "approvedBy": approved_by, "planHash": plan_hash},
                 Topic.approval,
             )
+            audit.record(
+                conn,
+                act="approve",
+                actor=actor,
+                run_id=run["run_id"],
+                plan_hash=plan_hash or run["plan_hash"],
+                details={"approvalId": approval_id, "approvedBy": approved_by, "planHashGiven": plan_hash is not None},
+            )
         return {**run, "approval_id": approval_id, "held": gate is Gate.recompiling}
 
     # POST /runs/{id}/events ---------------------------------------------------------------------
 
-    def input_event(self, run_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def input_event(self, run_ref: str, payload: dict[str, Any], *, actor: Principal) -> dict[str, Any]:
         with self.engine.begin() as conn:
             run = self._locked_run(conn, run_ref)
             status, gate = RunStatus(run["status"]), Gate(run["gate"])
@@ -159,11 +178,19 @@ class Handoff:
             self.client.send_in_transaction(
                 conn, run["workflow_id"], {"eventId": event_id, "payload": payload}, Topic.input
             )
+            audit.record(
+                conn,
+                act="input",
+                actor=actor,
+                run_id=run["run_id"],
+                plan_hash=run["plan_hash"],
+                details={"eventId": event_id},
+            )
         return {**run, "status": "running", "event_id": event_id}
 
     # POST /runs/{id}/retry ----------------------------------------------------------------------
 
-    def retry(self, run_ref: str) -> dict[str, Any]:
+    def retry(self, run_ref: str, *, actor: Principal) -> dict[str, Any]:
         with self.engine.begin() as conn:
             run = self._locked_run(conn, run_ref)
             status = RunStatus(run["status"])
@@ -182,11 +209,18 @@ class Handoff:
             self.client.send_in_transaction(
                 conn, run["workflow_id"], {"retryCount": retry_count, "fromStep": from_step}, Topic.retry
             )
+            audit.record(
+                conn,
+                act="retry",
+                actor=actor,
+                run_id=run["run_id"],
+                details={"retryCount": retry_count, "fromStep": from_step},
+            )
         return {**run, "status": "running", "retry_count": retry_count, "from_step": from_step}
 
     # POST /runs/{id}/cancel ---------------------------------------------------------------------
 
-    def cancel(self, run_ref: str, reason: str | None, canceled_by: str | None) -> dict[str, Any]:
+    def cancel(self, run_ref: str, reason: str | None, canceled_by: str | None, *, actor: Principal) -> dict[str, Any]:
         """End the run as `canceled`, then cancel its DBOS workflow.
 
         The row, its cancel event and the message that wakes a waiting workflow commit together under
@@ -215,6 +249,13 @@ class Handoff:
                 self.client.send_in_transaction(
                     conn, run["workflow_id"], {"canceled": True, "eventId": event_id}, topic
                 )
+            audit.record(
+                conn,
+                act="cancel",
+                actor=actor,
+                run_id=run["run_id"],
+                details={"eventId": event_id, "reason": reason, "fromStatus": status},
+            )
         try:
             self.client.cancel_workflow(run["workflow_id"])
         except (sa.exc.SQLAlchemyError, DBOSException):

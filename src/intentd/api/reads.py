@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from intentd.config import Settings
+from intentd.db.audit import RUN_AUDIT_SQL
 from intentd.db.runs import LIVE_WORKERS_SQL, RUN_PATCH_SQL, RUN_VIEW_SQL
 
 
@@ -87,3 +88,11 @@ async def run_patch(pool: AsyncConnectionPool, ref: str) -> dict[str, Any] | Non
         return None
     rows = await _fetch(pool, RUN_PATCH_SQL, {"id": ref})
     return rows[0] if rows else None
+
+
+async def run_audit(pool: AsyncConnectionPool, ref: str) -> str | None:
+    """The run's audit rows as the API's JSON text ({runId, rows}); None for an unknown run."""
+    if "\x00" in ref:
+        return None
+    rows = await _fetch(pool, RUN_AUDIT_SQL, {"id": ref})
+    return str(rows[0]["body"]) if rows else None

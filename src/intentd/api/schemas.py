@@ -354,3 +354,23 @@ class IntentPage(BaseModel):
     next_cursor: str | None = Field(
         serialization_alias="nextCursor", description="Pass as `cursor` for the next page; null on the last."
     )
+
+
+class AuditRow(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="The principal: a token's name, or (auth off) the body's name or `local`.")
+    roles: list[str]
+    channel: Literal["api", "cli", "console"]
+    request_id: str = Field(serialization_alias="requestId")
+    act: str = Field(description="intent, run_start, approve, reject, request_changes, input, retry, cancel, …")
+    run_id: str | None = Field(serialization_alias="runId")
+    plan_hash: str | None = Field(serialization_alias="planHash", description="The plan shown when the act was made.")
+    details: dict[str, Any]
+    prev_hash: str = Field(serialization_alias="prevHash")
+    hash: str = Field(description="sha256(prevHash ‖ this row's canonical content); see docs/identity.md.")
+
+
+class RunAudit(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    rows: list[AuditRow]

@@ -68,6 +68,21 @@ def run_rows(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+# GET /runs/{id}/audit (runId or workflowId): the run's rows and its intent's, serialized by PostgreSQL.
+RUN_AUDIT_SQL = """
+SELECT json_build_object('runId', r.run_id, 'rows', coalesce(json_agg(json_build_object(
+    'id', a.id, 'at', a.at, 'actor', a.actor, 'roles', a.roles, 'channel', a.channel,
+    'requestId', a.request_id, 'act', a.act, 'runId', a.run_id, 'planHash', a.plan_hash,
+    'details', a.details, 'prevHash', a.prev_hash, 'hash', a.hash) ORDER BY a.id)
+    FILTER (WHERE a.id IS NOT NULL), '[]'::json))::text AS body
+FROM app.runs r
+LEFT JOIN app.audit_log a
+  ON a.run_id = r.run_id OR (a.run_id IS NULL AND a.act = 'intent' AND a.details ->> 'intentId' = r.intent_id)
+WHERE r.run_id = %(id)s OR r.workflow_id = %(id)s
+GROUP BY r.run_id
+"""
+
+
 @dataclass(frozen=True)
 class Verdict:
     count: int

@@ -12,6 +12,7 @@ from intentd import repo_policy
 from intentd.api import listing, reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import CreateIntent, ErrorEnvelope, Health, IntentOut, IntentPage, RunAccepted, StartRun
+from intentd.db import audit
 from intentd.db import runs as q
 
 router = APIRouter()
@@ -29,7 +30,9 @@ async def healthz(request: Request) -> Any:
 def create_intent(body: CreateIntent, request: Request) -> Any:
     repo_policy.check_inputs(body.inputs, request.app.state.settings.repo_roots)  # before any write
     with request.app.state.engine.begin() as conn:
-        return q.insert_intent(conn, str(uuid.uuid4()), body.goal, body.inputs, body.constraints)
+        intent = q.insert_intent(conn, str(uuid.uuid4()), body.goal, body.inputs, body.constraints)
+        audit.record(conn, act="intent", actor=request.state.principal, details={"intentId": intent["intent_id"]})
+        return intent
 
 
 @router.get(
@@ -71,4 +74,4 @@ def start_run(intent_id: str, request: Request, body: StartRun | None = None) ->
     handoff: Handoff = request.app.state.handoff
     workload = body.workload.model_dump(by_alias=True) if body.workload else None
     recipe, resolved = handoff.check_policy(body.recipe_name, workload)
-    return handoff.start_run(intent_id, recipe, resolved, body.trace_id)
+    return handoff.start_run(intent_id, recipe, resolved, body.trace_id, actor=request.state.principal)

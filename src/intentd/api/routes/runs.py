@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from intentd.api import listing, patch_mail, reads
+from intentd.api import auth, listing, patch_mail, reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
     STORABLE_TEXT,
@@ -20,6 +20,7 @@ from intentd.api.schemas import (
     ErrorEnvelope,
     EventAccepted,
     RetryAccepted,
+    RunAudit,
     RunEvent,
     RunPage,
     RunView,
@@ -160,13 +161,14 @@ async def get_run(run_id: str, request: Request) -> Any:
 @router.post("/{run_id}/approve-plan", status_code=202, response_model=ApprovalAccepted)
 def approve_plan(run_id: str, body: ApprovePlan, request: Request) -> Any:
     handoff: Handoff = request.app.state.handoff
-    return handoff.approve(run_id, body.approved_by, body.notes, body.plan_hash)
+    actor = auth.acting_as(request, body.approved_by)
+    return handoff.approve(run_id, actor.name, body.notes, body.plan_hash, actor=actor)
 
 
 @router.post("/{run_id}/events", status_code=202, response_model=EventAccepted)
 def post_event(run_id: str, body: RunEvent, request: Request) -> Any:
     handoff: Handoff = request.app.state.handoff
-    return handoff.input_event(run_id, body.payload)
+    return handoff.input_event(run_id, body.payload, actor=request.state.principal)
 
 
 @router.post("/{run_id}/retry", status_code=202, response_model=RetryAccepted)
@@ -174,11 +176,23 @@ async def retry(run_id: str, request: Request) -> Any:
     if (await request.body()).strip():
         raise ValidationFailed("POST /runs/{id}/retry takes no body", code="unexpected_body")
     handoff: Handoff = request.app.state.handoff
-    return await run_in_threadpool(handoff.retry, run_id)
+    return await run_in_threadpool(handoff.retry, run_id, actor=request.state.principal)
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=CancelAccepted)
 def cancel(run_id: str, request: Request, body: CancelRun | None = None) -> Any:
     handoff: Handoff = request.app.state.handoff
     body = body or CancelRun()
-    return handoff.cancel(run_id, body.reason, body.canceled_by)
+    actor = auth.acting_as(request, body.canceled_by)
+    named = body.canceled_by or (actor.name if actor.authenticated else None)
+    return handoff.cancel(run_id, body.reason, named, actor=actor)
+
+
+@router.get("/{run_id}/audit", response_model=RunAudit, responses={404: {"model": ErrorEnvelope}})
+async def get_audit(run_id: str, request: Request) -> Any:
+    """The run's audit rows, oldest first (its intent's creation included); `mise run audit:verify`
+    checks the whole chain."""
+    found = await reads.run_audit(request.app.state.read_pool, run_id)
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
+    return Response(found, media_type="application/json")
