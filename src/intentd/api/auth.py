@@ -297,3 +297,37 @@ def acting_as(request: Request, named: str | None) -> Principal:
             )
         return principal
     return dataclasses.replace(principal, name=named) if named else principal
+
+
+def document_security(doc: dict[str, Any]) -> None:
+    """The OpenAPI document says what the middleware enforces: the bearer scheme, each operation's
+    roles (x-roles), and the 401/403/421/429 answers it can give before the route runs."""
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "INTENTD_AUTH=tokens: a token from `intentd token create` (docs/identity.md).",
+    }
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    for path, item in doc.get("paths", {}).items():
+        for method, operation in item.items():
+            roles = ROUTE_ROLES.get((method.upper(), path))
+            if roles is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            responses["421"] = {"description": "the Host header names no host this shim serves", "content": envelope}
+            if roles == PUBLIC:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": []}]
+            operation["x-roles"] = sorted(roles)
+            responses["401"] = {"description": "auth on: no live token (WWW-Authenticate: Bearer)", "content": envelope}
+            responses["403"] = {
+                "description": f"auth on: the token holds none of {', '.join(sorted(roles))}",
+                "content": envelope,
+            }
+            if method.upper() not in _SAFE_METHODS:
+                responses["429"] = {
+                    "description": "auth on: the principal's write budget is spent (Retry-After)",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": envelope,
+                }

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from intentd.api import auth
 from intentd.api.schemas import JSON_VALUE_MARKER, JSON_VALUE_SCHEMA, ErrorEnvelope, StartRun, WorkloadIn
 from intentd.config import Settings
 from intentd.recipes import DEFAULT_RECIPE, Recipe, load_recipes
@@ -74,6 +75,7 @@ def document(app: FastAPI, settings: Settings) -> None:
             _document_json_values(doc)
             _document_recipes(doc, load_recipes(settings.recipes_file))
             _document_links(doc)
+            auth.document_security(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 
