@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,9 @@ class Settings(BaseSettings):
     executor_id: str | None = Field(None, validation_alias=AliasChoices("INTENTD_EXECUTOR_ID", "DBOS__VMID"))
     queue_poll_seconds: float = Field(0.05, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
     worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")
+    # Fleet (docs/fleet.md): an executor whose heartbeat is older than this is taken over by a
+    # surviving worker of the same app version (its generation bumped: the old process is fenced).
+    takeover_seconds: float = Field(15.0, gt=0, validation_alias="INTENTD_TAKEOVER_SECONDS")
     max_body_bytes: int = Field(64 * 1024, validation_alias="INTENTD_MAX_BODY_BYTES")
     # Fault injection for the chaos drivers: every step body sleeps this long, widening the windows
     # in which a kill lands mid-step. Zero (off) everywhere else.
@@ -88,6 +92,15 @@ class Settings(BaseSettings):
     workspaces_dir_env: Path | None = Field(None, validation_alias="INTENTD_WORKSPACES")
     # Where inputs.repo may point (os.pathsep- or comma-separated directories); empty: no repo input.
     repo_roots_raw: str = Field("", validation_alias="INTENTD_REPO_ROOTS")
+    # Workspace retention (worker/retention.py): the workspace and private git dir of an ENDED run
+    # (succeeded, canceled, rejected, expired) are removed this long after it ended; a failed run
+    # keeps them while it can be retried. Seconds, or a number with s/m/h/d ("90s", "24h", "7d");
+    # "off" keeps every workspace forever; 0 removes them at the next sweep. The patch, artifacts
+    # and audit stay in the database either way.
+    workspace_retention: str = Field(
+        "7d", pattern=r"^(off|\d+(\.\d+)?[smhd]?)$", validation_alias="INTENTD_WORKSPACE_RETENTION"
+    )
+    retention_sweep_seconds: float = Field(300.0, gt=0, validation_alias="INTENTD_RETENTION_SWEEP_SECONDS")
 
     # The operator CLI (`intentd submit|runs|watch|approve …`, docs/cli.md): the shim it speaks to
     # and the bearer token it sends (INTENTD_AUTH=tokens). Kept out of repr: a token is a secret.
@@ -158,6 +171,15 @@ class Settings(BaseSettings):
     def allowed_hosts(self) -> tuple[str, ...]:
         """INTENTD_ALLOWED_HOSTS, lower-cased; an entry without a port matches any port."""
         return tuple(h.strip().lower() for h in self.allowed_hosts_raw.split(",") if h.strip())
+
+    @property
+    def workspace_retention_seconds(self) -> float | None:
+        """INTENTD_WORKSPACE_RETENTION in seconds; None for "off" (keep forever)."""
+        text = self.workspace_retention
+        if text == "off":
+            return None
+        unit = text[-1] if text[-1] in _DURATION_UNITS else "s"
+        return float(text.rstrip("smhd")) * _DURATION_UNITS[unit]
 
     @property
     def repo_roots(self) -> tuple[Path, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
+from psycopg.conninfo import make_conninfo
 
 from intentd import __version__
 from intentd.config import Settings, get_settings
@@ -27,7 +28,7 @@ from intentd.hardening import restrict_umask
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.sandbox import runner as sandbox_runner
-from intentd.worker import admin, memory
+from intentd.worker import admin, fleet, memory, retention
 from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
 
@@ -38,24 +39,6 @@ def executor_id(settings: Settings) -> str:
     return settings.executor_id or f"worker-{socket.gethostname()}"
 
 
-def _heartbeat(engine: sa.Engine, settings: Settings, ident: str, stop: threading.Event) -> None:
-    while True:
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO app.workers (executor_id, app_version, pid) VALUES (:e, :v, :p)"
-                        " ON CONFLICT (executor_id) DO UPDATE SET app_version = EXCLUDED.app_version,"
-                        " pid = EXCLUDED.pid, heartbeat_at = now()"
-                    ),
-                    {"e": ident, "v": settings.app_version, "p": os.getpid()},
-                )
-        except sa.exc.OperationalError:
-            log.warning("heartbeat: database unreachable; retrying")
-        if stop.wait(settings.worker_heartbeat_seconds):
-            return
-
-
 @dataclass
 class Worker:
     """A launched worker: DBOS, heartbeat, admin endpoint. `stop()` tears it down."""
@@ -64,11 +47,14 @@ class Worker:
     ident: str
     engine: sa.Engine
     opencode: OpenCodeClient
-    stop_heartbeat: threading.Event
+    fleet: fleet.Fleet
     admin_server: ThreadingHTTPServer | None
+    sweeper: retention.Sweeper | None = None  # workspace retention (INTENTD_WORKSPACE_RETENTION)
 
     def stop(self) -> None:
-        self.stop_heartbeat.set()
+        if self.sweeper is not None:
+            self.sweeper.stop()
+        self.fleet.stop()
         if self.admin_server is not None:
             self.admin_server.shutdown()
             self.admin_server.server_close()
@@ -78,8 +64,19 @@ class Worker:
 
 
 def start(settings: Settings, *, admin_http: bool = True) -> Worker:
-    """Configure and launch DBOS with the workflow, register the recipes' queues, start the heartbeat."""
+    """Configure and launch DBOS with the workflow, register the recipes' queues, join the fleet.
+
+    Raises fleet.ExecutorIdInUse while another live worker holds this executor id.
+    """
     ident = executor_id(settings)
+    # The executor's new generation, before DBOS recovers its workflows: every connection below is
+    # named after it, and the database refuses their side-effect writes once it is bumped (fencing).
+    registrar = create_engine(settings, pool_size=1, application_name="intentd-fleet")
+    try:
+        generation = fleet.register(registrar, settings, ident)
+    finally:
+        registrar.dispose()
+    conn_name = fleet.connection_name(ident, generation)
     memory.start(settings.tracemalloc_frames)
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
@@ -90,20 +87,23 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         "application_version": settings.app_version,
         "executor_id": ident,
         "sys_db_pool_size": 20,
+        # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
+        # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
+        "db_engine_kwargs": {"pool_pre_ping": False},
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
     slots = datasource_pool_size(
         sum(max(r.queue_worker_concurrency for r in recipes.values() if r.queue == q) for q in queues)
     )
-    engine = create_engine(settings, pool_size=max(8, slots // 2), application_name=f"intentd-worker-{ident}")
+    engine = create_engine(settings, pool_size=max(8, slots // 2), application_name=conn_name)
     datasource = SQLAlchemyDatasource.create(
         settings.sqlalchemy_url,
-        engine=create_engine(settings, pool_size=slots, application_name="intentd-ds"),
+        engine=create_engine(settings, pool_size=slots, application_name=conn_name),
         schema=settings.dbos_system_schema,
     )
     projection.bind(datasource)
-    calls = SqlCallStore(settings.database_url)
+    calls = SqlCallStore(make_conninfo(settings.database_url, application_name=conn_name))
     opencode = open_client(settings, calls)
     resources.bind(resources.Resources(settings=settings, engine=engine, opencode=opencode, calls=calls))
 
@@ -122,8 +122,9 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
             on_conflict="always_update",
         )
 
-    stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(engine, settings, ident, stop), name="heartbeat", daemon=True).start()
+    members = fleet.Fleet(engine, settings, ident, generation)
+    members.start()
+    sweeper = retention.Sweeper(engine, settings).start()
     uptime = admin.Uptime()
 
     def snapshot(path: str) -> dict[str, Any] | None:
@@ -132,6 +133,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
                 "ok": True,
                 "appVersion": settings.app_version,
                 "executorId": ident,
+                "generation": generation,
                 "pid": os.getpid(),
                 "version": __version__,
                 "queues": queues,
@@ -142,6 +144,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
             return {
                 "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 "rssKb": _rss_kb(),
+                "workspacesRemoved": sweeper.removed_runs,
                 "executorId": ident,
                 "uptimeSeconds": uptime.seconds(),
             }
@@ -149,14 +152,15 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
 
     server = admin.serve("127.0.0.1", settings.admin_port, snapshot) if admin_http else None
     log.info(
-        "worker %s up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
+        "worker %s (generation %d) up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
         ident,
+        generation,
         settings.app_version,
         queues,
         settings.admin_port,
         settings.oc_mode,
     )
-    return Worker(settings, ident, engine, opencode, stop, server)
+    return Worker(settings, ident, engine, opencode, members, server, sweeper)
 
 
 def _rss_kb() -> int:
@@ -170,7 +174,11 @@ def _rss_kb() -> int:
 def main() -> None:
     restrict_umask()  # workspaces, artifacts and logs: readable by this account alone
     logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = start(get_settings())
+    try:
+        worker = start(get_settings())
+    except fleet.ExecutorIdInUse as exc:
+        log.critical("worker refuses to start: %s", exc.message)
+        raise SystemExit(2) from None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
