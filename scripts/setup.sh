@@ -21,6 +21,10 @@ fi
 
 uv run --no-sync python -m intentd.cli db up
 mise run oc:setup
+# The console's browser assets (vendored from the pinned npm packages) and Debian's chromium for the
+# browser lane (tests/browser): both idempotent.
+mise run console:setup
+mise run browser:setup
 # The OpenCode daemon's own unprivileged account (idempotent; it owns only the workspaces root and
 # its state directory, and runs in a bubblewrap jail).
 if [ "$(id -u)" = 0 ]; then

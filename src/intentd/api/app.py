@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from intentd import __version__
+from intentd import __version__, console
 from intentd.api import auth, reads
 from intentd.api.body_limit import BodyLimit
 from intentd.api.handoff import Handoff
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(intents.router)
     app.include_router(runs.router)
+    console.install(app, settings)  # /ui; its session middleware wraps the auth middleware
     auth.check_routes(app)  # every route declares its roles, or the shim does not start
     document(app, settings)
     return app

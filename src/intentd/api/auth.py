@@ -56,6 +56,30 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/runs/{run_id}/retry"): frozenset({_A.operator}),
     ("POST", "/runs/{run_id}/cancel"): frozenset({_A.operator}),
     ("POST", "/runs/{run_id}/deliver"): frozenset({_A.operator}),
+    # The operator console (src/intentd/console, docs/console.md). Its pages are reads: the session
+    # cookie becomes the bearer token before this middleware runs. Its acts are PUBLIC here on
+    # purpose: each checks its CSRF token, then makes the API call (approve-plan, cancel, …) with the
+    # session's token, where that call's row above decides and its write is counted once.
+    ("GET", "/ui"): PUBLIC,  # a redirect to /ui/runs
+    ("GET", "/ui/login"): PUBLIC,
+    ("POST", "/ui/login"): PUBLIC,  # the token is checked by a GET /runs made with it
+    ("POST", "/ui/logout"): PUBLIC,
+    ("GET", "/ui/static/{name}"): PUBLIC,  # the console's own CSS and script: no data
+    ("GET", "/ui/static/vendor/{name}"): PUBLIC,  # htmx, its SSE extension, diff2html (from npm): no data
+    ("GET", "/ui/runs"): READ,
+    ("GET", "/ui/runs/table"): READ,
+    ("GET", "/ui/runs/new"): READ,
+    ("GET", "/ui/runs/{run_id}"): READ,
+    ("GET", "/ui/runs/{run_id}/body"): READ,
+    ("GET", "/ui/runs/{run_id}/events/stream"): READ,
+    ("GET", "/ui/events/stream"): READ,
+    ("POST", "/ui/intents"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/approve"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/reject"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/request-changes"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/input"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/cancel"): PUBLIC,
+    ("POST", "/ui/runs/{run_id}/retry"): PUBLIC,
 }
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
