@@ -1,13 +1,17 @@
 """bench:live: the live lane's latency with the real OpenCode daemon and the fixture model.
 
     mise run bench:live [-- --runs 20 --variants before,after]
+    mise run bench:live -- --runs 20 --variants base,new --variant-src base:/tmp/base --paired
 
 For each variant it starts its own stack on free ports (daemon + fixture model, worker, shim) over a
 fresh database, drives `--runs` intents one after another (start → gate, approve → succeeded), and
-splits each run's active time (the human wait at the gate excluded) into OpenCode call time
-(`app.opencode_calls` claim → completion), sandbox time (`durationSeconds` of the ExecuteST
-receipts) and intentd's own overhead (the rest). `before` is OpenCode's defaults (snapshots on, no
-lean environment), `after` the project's config. Writes bench/results/live-<stamp>.json.
+splits each run's active time (the human wait at the gate excluded) into OpenCode call time, sandbox
+time and intentd's own overhead, the overhead into its parts (bench/live_split.py says which
+timestamps each comes from). `before` is OpenCode's defaults (snapshots on, no lean environment), any
+other name the project's config. `--variant-env`/`--variant-src` give a variant other settings or
+another commit's code; `--paired` runs all variants at once, interleaved, and reports each one's
+paired ratios against the first: the A/B design for a shared, noisy machine. Writes
+bench/results/live-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -16,18 +20,20 @@ import argparse
 import json
 import signal
 import socket
+import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
-from intentd_dev.bench import database, report
+from intentd.oc.auth import daemon_auth
+from intentd_dev.bench import database, live_split, report
 from intentd_dev.bench.stats import percentile
 
 GOALS = {"start_to_gate_p50_s": 1.0, "approve_to_succeeded_p50_s": 0.6, "overhead_share_max": 0.10}
@@ -85,87 +91,13 @@ def _one_run(http: httpx.Client, goal: str, timeout: float) -> dict[str, Any]:
     return {"runId": run_id, "startToGate": gate - t0, "approveToSucceeded": done - t1}
 
 
-_SPLIT_SQL = """
-SELECT r.run_id,
-       EXTRACT(EPOCH FROM (c.finished_at - r.created_at)) + EXTRACT(EPOCH FROM (r.finished_at - a.approved_at)),
-       (SELECT COALESCE(SUM(EXTRACT(EPOCH FROM (o.completed_at - o.created_at))), 0)
-          FROM app.opencode_calls o WHERE o.run_id = r.run_id),
-       (SELECT COALESCE(SUM((m.payload->>'durationSeconds')::float), 0)
-          FROM app.mock_receipts m WHERE m.run_id = r.run_id),
-       (SELECT json_object_agg(o.call_name, EXTRACT(EPOCH FROM (o.completed_at - o.created_at)))
-          FROM app.opencode_calls o WHERE o.run_id = r.run_id)
-  FROM app.runs r
-  JOIN app.plan_approvals a ON a.run_id = r.run_id AND a.state = 'applied'
-  JOIN LATERAL (SELECT max(finished_at) AS finished_at FROM app.run_steps
-                 WHERE run_id = r.run_id AND step_id = 'CompileST') c ON true
- WHERE r.run_id = ANY(%s)
-"""
+@dataclass(frozen=True)
+class Variant:
+    """A stack to measure: its name (`before` = OpenCode's defaults), extra environment, source tree."""
 
-
-def _split(url: str, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per run, from the database's own timestamps: active seconds, OpenCode seconds, sandbox seconds."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(_SPLIT_SQL, (run_ids,)).fetchall()
-    out = {}
-    for run_id, active, oc, sandbox, calls in rows:
-        active, oc, sandbox = float(active), float(oc), float(sandbox)
-        overhead = active - oc - sandbox
-        out[run_id] = {
-            "active": active,
-            "opencode": oc,
-            "sandbox": sandbox,
-            "overhead": overhead,
-            "overheadShare": overhead / active,
-            "calls": {k: float(v) for k, v in (calls or {}).items()},
-        }
-    return out
-
-
-# Each run's wall time in spans, from DBOS's own step timestamps (dbos.operation_outputs) and the
-# app tables: where the time goes between the OpenCode calls and the sandbox.
-_SPAN_SQL = """
-SELECT r.run_id, s.created_at, s.started_at_epoch_ms,
-       extract(epoch FROM a.approved_at) * 1000,
-       (SELECT json_agg(json_build_array(o.function_name, o.started_at_epoch_ms, o.completed_at_epoch_ms)
-                        ORDER BY o.function_id)
-          FROM dbos.operation_outputs o WHERE o.workflow_uuid = r.workflow_id),
-       (SELECT json_object_agg(c.call_name, json_build_array(extract(epoch FROM c.created_at) * 1000,
-                                                             extract(epoch FROM c.completed_at) * 1000))
-          FROM app.opencode_calls c WHERE c.run_id = r.run_id)
-  FROM app.runs r
-  JOIN dbos.workflow_status s ON s.workflow_uuid = r.workflow_id
-  JOIN app.plan_approvals a ON a.run_id = r.run_id AND a.state = 'applied'
- WHERE r.run_id = ANY(%s)
-"""
-_STEP_OPS = {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST", "DBOS.recv", "DBOS.sleep"}
-
-
-def _spans(url: str, run_ids: list[str]) -> dict[str, dict[str, float]]:
-    """Per run, seconds: queue pickup, each step's body around its OpenCode call, the approval's
-    wake-up, and the workflow's own checkpoint steps (projection writes) summed."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(_SPAN_SQL, (run_ids,)).fetchall()
-    out: dict[str, dict[str, float]] = {}
-    for run_id, enqueued, dequeued, approved, ops, calls in rows:
-        steps = {name: (float(b), float(e)) for name, b, e in ops or [] if name in _STEP_OPS and b and e}
-        oc = {name: (float(b), float(e)) for name, (b, e) in (calls or {}).items() if b and e}
-        if not {"CompileST", "ApplyPatchST", "DBOS.recv"} <= steps.keys() or not {"compile", "build"} <= oc.keys():
-            continue
-        span = {
-            "queuePickup": (float(dequeued or enqueued) - float(enqueued)) / 1000,
-            "compileBeforeCall": (oc["compile"][0] - steps["CompileST"][0]) / 1000,
-            "compileAfterCall": (steps["CompileST"][1] - oc["compile"][1]) / 1000,
-            "approvalWakeup": (steps["DBOS.recv"][1] - float(approved)) / 1000,
-            "applyBeforeCall": (oc["build"][0] - steps["ApplyPatchST"][0]) / 1000,
-            "applyAfterCall": (steps["ApplyPatchST"][1] - oc["build"][1]) / 1000,
-            "checkpointSteps": sum(float(e) - float(b) for n, b, e in ops or [] if n not in _STEP_OPS and b and e)
-            / 1000,
-        }
-        for name in ("DecideST", "ExecuteST"):
-            if name in steps:
-                span[name] = (steps[name][1] - steps[name][0]) / 1000
-        out[run_id] = span
-    return out
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    src: Path | None = None
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:
@@ -176,68 +108,147 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
     return {"n": len(values), "p50": q(50), "p99": q(99), "min": q(0), "max": q(100)}
 
 
-def run_variant(base: Settings, variant: str, runs: int, stamp: str, timeout: float) -> dict[str, Any]:
-    name = f"bench_live_{variant}_{stamp.lower()}"
-    settings = database.bench_settings(
-        base,
-        name,
-        PORT=_port(),
-        ADMIN_PORT=_port(),
-        OC_SERVER_PORT=_port(),
-        FIXTURE_MODEL_PORT=_port(),
-        OC_MODE="live",
-        DBOS__APPVERSION="bench-live",
-        INTENTD_OC_LEAN=variant == "after",
-    )
-    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings.model_copy(update={"oc_config_path": _config_for(variant, settings.tmp_dir)})
-    database.create(settings)
-    _log(f"{variant}: database {name}, logs under {settings.tmp_dir}")
-    extra = {
-        **daemon.client_env(settings),
-        "DATABASE_URL": settings.database_url,
-        "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
-        "INTENTD_TMP": str(settings.tmp_dir),
-        "INTENTD_EXECUTOR_ID": f"bench-live-{variant}-{stamp}",
-        "LOG_LEVEL": "WARNING",
-    }
-    worker = stack.worker(settings, tag="-bench-live", **extra)
-    shim = stack.shim(settings, tag="-bench-live", **extra)
-    results: list[dict[str, Any]] = []
-    try:
-        _log(f"{variant}: {daemon.up(settings)}")
-        worker.start()
-        shim.start()
-        stack.wait_http(f"http://127.0.0.1:{settings.admin_port}/healthz", timeout=60, proc=worker)
-        stack.wait_http(f"http://127.0.0.1:{settings.port}/healthz", timeout=60, proc=shim)
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30) as http:
-            _one_run(http, f"bench live warm-up {variant}", timeout)  # imports, pools, first daemon paths
+class LiveStack:
+    """One variant's stack on free ports over its own fresh database: daemon + fixture model, worker, shim."""
+
+    def __init__(self, base: Settings, variant: Variant, stamp: str) -> None:
+        self.variant = variant
+        name = f"bench_live_{variant.name}_{stamp.lower()}"
+        settings = database.bench_settings(
+            base,
+            name,
+            PORT=_port(),
+            ADMIN_PORT=_port(),
+            OC_SERVER_PORT=_port(),
+            FIXTURE_MODEL_PORT=_port(),
+            OC_MODE="live",
+            DBOS__APPVERSION="bench-live",
+            INTENTD_OC_LEAN=variant.name != "before",
+        )
+        settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings.model_copy(update={"oc_config_path": _config_for(variant.name, settings.tmp_dir)})
+        database.create(self.settings)
+        _log(f"{variant.name}: database {name}, logs under {self.settings.tmp_dir}")
+        extra = {
+            **daemon.client_env(self.settings),
+            "DATABASE_URL": self.settings.database_url,
+            "DBOS_SYSTEM_DATABASE_URL": self.settings.database_url,
+            "INTENTD_TMP": str(self.settings.tmp_dir),
+            "INTENTD_EXECUTOR_ID": f"bench-live-{variant.name}-{stamp}",
+            "LOG_LEVEL": "WARNING",
+            **variant.env,
+        }
+        if variant.src is not None:  # the variant's worker and shim import intentd from another tree
+            extra["PYTHONPATH"] = str(variant.src / "src")
+        self.worker = stack.worker(self.settings, tag=f"-bench-live-{variant.name}", **extra)
+        self.shim = stack.shim(self.settings, tag=f"-bench-live-{variant.name}", **extra)
+        self.http: httpx.Client | None = None
+        self.results: list[dict[str, Any]] = []
+
+    def start(self, timeout: float) -> None:
+        _log(f"{self.variant.name}: {daemon.up(self.settings)}")
+        self.worker.start()
+        self.shim.start()
+        stack.wait_http(f"http://127.0.0.1:{self.settings.admin_port}/healthz", timeout=60, proc=self.worker)
+        stack.wait_http(f"http://127.0.0.1:{self.settings.port}/healthz", timeout=60, proc=self.shim)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.settings.port}", timeout=30)
+        _one_run(self.http, f"bench live warm-up {self.variant.name}", timeout)  # imports, pools, daemon paths
+
+    def run(self, i: int, timeout: float) -> None:
+        assert self.http is not None
+        self.results.append(_one_run(self.http, f"bench live {self.variant.name} {i}", timeout))
+
+    def collect(self) -> None:
+        """Each run's split, read while the daemon still answers for its sessions' own timestamps."""
+        rows = live_split.fetch(self.settings.database_url, [r["runId"] for r in self.results])
+        with httpx.Client(base_url=self.settings.oc_base_url, auth=daemon_auth(self.settings), timeout=10) as oc:
+            daemon_ms = live_split.daemon_spans(oc, live_split.sessions(rows))
+        split = live_split.breakdown(rows, daemon_ms)
+        for r in self.results:
+            r.update(split[r["runId"]])
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        self.shim.kill()
+        self.worker.kill()
+        daemon.down(self.settings)
+
+    def summary(self) -> dict[str, Any]:
+        runs = self.results
+        calls = sorted({c for r in runs for c in r.get("calls", {})})
+        parts = sorted({k for r in runs for k in r["parts"]}, key=live_split.PARTS.index)
+        return {
+            "variant": self.variant.name,
+            "env": self.variant.env,
+            "src": None if self.variant.src is None else str(self.variant.src),
+            "runs": runs,
+            "startToGate_s": _summary([r["startToGate"] for r in runs]),
+            "approveToSucceeded_s": _summary([r["approveToSucceeded"] for r in runs]),
+            "active_s": _summary([r["active"] for r in runs]),
+            "opencode_s": _summary([r["opencode"] for r in runs]),
+            "daemon_s": _summary([r["daemon"] for r in runs]),
+            "opencodeCalls_s": {c: _summary([r["calls"][c] for r in runs if c in r.get("calls", {})]) for c in calls},
+            "sandbox_s": _summary([r["sandbox"] for r in runs]),
+            "overhead_s": _summary([r["overhead"] for r in runs]),
+            "overheadShare": _summary([r["overheadShare"] for r in runs]),
+            "overheadStrict_s": _summary([r["overheadStrict"] for r in runs if r["overheadStrict"] is not None]),
+            "parts_s": {k: _summary([r["parts"][k] for r in runs]) for k in parts},
+        }
+
+
+def run_sequential(base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float) -> list[LiveStack]:
+    """Each variant's stack in turn: up, warm-up, `runs` runs one after another, down."""
+    done = []
+    for variant in variants:
+        live = LiveStack(base, variant, stamp)
+        try:
+            live.start(timeout)
             for i in range(runs):
-                results.append(_one_run(http, f"bench live {variant} {i}", timeout))
-        split = _split(settings.database_url, [r["runId"] for r in results])
-        spans = _spans(settings.database_url, [r["runId"] for r in results])
+                live.run(i, timeout)
+            live.collect()
+        finally:
+            live.stop()
+        done.append(live)
+    return done
+
+
+def run_paired(base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float) -> list[LiveStack]:
+    """Every variant's stack up at once; run i goes to each variant in turn, the order rotating per
+    pair, so a noisy neighbour's burst lands on all of them alike (the machines are shared)."""
+    stacks = [LiveStack(base, v, stamp) for v in variants]
+    try:
+        for live in stacks:
+            live.start(timeout)
+        for i in range(runs):
+            shift = i % len(stacks)
+            for live in stacks[shift:] + stacks[:shift]:
+                live.run(i, timeout)
+        for live in stacks:
+            live.collect()
     finally:
-        shim.kill()
-        worker.kill()
-        daemon.down(settings)
-    for r in results:
-        r.update(split[r["runId"]])
-        r["spans"] = spans.get(r["runId"], {})
-    span_names = sorted({k for r in results for k in r["spans"]})
-    calls = sorted({c for r in results for c in r["calls"]})
-    return {
-        "variant": variant,
-        "runs": results,
-        "startToGate_s": _summary([r["startToGate"] for r in results]),
-        "approveToSucceeded_s": _summary([r["approveToSucceeded"] for r in results]),
-        "active_s": _summary([r["active"] for r in results]),
-        "opencode_s": _summary([r["opencode"] for r in results]),
-        "opencodeCalls_s": {c: _summary([r["calls"][c] for r in results if c in r["calls"]]) for c in calls},
-        "sandbox_s": _summary([r["sandbox"] for r in results]),
-        "overhead_s": _summary([r["overhead"] for r in results]),
-        "overheadShare": _summary([r["overheadShare"] for r in results]),
-        "spans_s": {k: _summary([r["spans"][k] for r in results if k in r["spans"]]) for k in span_names},
+        for live in stacks:
+            live.stop()
+    return stacks
+
+
+_RATIO_KEYS = ("active", "overhead", "startToGate", "approveToSucceeded")
+
+
+def paired_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+    """B / A per pair (run i of each), per metric: the median and the min–max of the ratios; and each
+    overhead part's median difference B − A in seconds."""
+    out: dict[str, Any] = {}
+    for key in _RATIO_KEYS:
+        ratios = sorted(rb[key] / ra[key] for ra, rb in zip(a, b, strict=False) if ra[key] > 0)
+        if ratios:
+            out[key] = {"median": round(statistics.median(ratios), 3), "min": round(ratios[0], 3),
+                        "max": round(ratios[-1], 3), "pairs": len(ratios)}  # fmt: skip
+    out["partsDelta_s"] = {
+        k: round(statistics.median(rb["parts"][k] - ra["parts"][k] for ra, rb in zip(a, b, strict=False)), 4)
+        for k in live_split.PARTS
     }
+    return out
 
 
 def _goals(result: dict[str, Any]) -> dict[str, bool | None]:
@@ -253,38 +264,75 @@ def _goals(result: dict[str, Any]) -> dict[str, bool | None]:
 
 def table(variants: list[dict[str, Any]]) -> str:
     rows = [("metric", *(f"{v['variant']} p50 / p99" for v in variants))]
-    for key in ("startToGate_s", "approveToSucceeded_s", "active_s", "opencode_s", "sandbox_s", "overhead_s"):
-        rows.append((key, *(f"{v[key]['p50']} / {v[key]['p99']}" for v in variants)))
+    for key in (
+        "startToGate_s", "approveToSucceeded_s", "active_s", "opencode_s", "daemon_s", "sandbox_s", "overhead_s",
+        "overheadStrict_s",
+    ):  # fmt: skip
+        rows.append((key, *(_pair(v.get(key)) for v in variants)))
     for call in sorted({c for v in variants for c in v["opencodeCalls_s"]}):
-        rows.append(
-            (f"opencode:{call}_s", *(_pair(v["opencodeCalls_s"].get(call)) for v in variants)),
-        )
-    for span in sorted({k for v in variants for k in v.get("spans_s", {})}):
-        rows.append((f"span:{span}_s", *(_pair(v.get("spans_s", {}).get(span)) for v in variants)))
-    rows.append(("overheadShare", *(f"{v['overheadShare']['p50']} / {v['overheadShare']['p99']}" for v in variants)))
+        rows.append((f"opencode:{call}_s", *(_pair(v["opencodeCalls_s"].get(call)) for v in variants)))
+    for part in live_split.PARTS:
+        rows.append((f"overhead:{part}_s", *(_pair(v["parts_s"].get(part)) for v in variants)))
+    rows.append(("overheadShare", *(_pair(v["overheadShare"]) for v in variants)))
     rows.append(("goals met", *(json.dumps(v["goals"]) for v in variants)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def _pair(summary: dict[str, Any] | None) -> str:
-    return "-" if summary is None else f"{summary['p50']} / {summary['p99']}"
+    return "-" if not summary or summary.get("p50") is None else f"{summary['p50']} / {summary['p99']}"
 
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _variants(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Variant]:
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not names or len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+        parser.error("--variants takes distinct names (letters, digits, _)")
+    env: dict[str, dict[str, str]] = {n: {} for n in names}
+    src: dict[str, Path] = {}
+    for spec in args.variant_env:
+        name, _, pair = spec.partition(":")
+        key, eq, value = pair.partition("=")
+        if name not in env or not eq:
+            parser.error(f"--variant-env {spec!r}: want NAME:KEY=VALUE with NAME in --variants")
+        env[name][key] = value
+    for spec in args.variant_src:
+        name, _, path = spec.partition(":")
+        if name not in env or not (Path(path) / "src" / "intentd").is_dir():
+            parser.error(f"--variant-src {spec!r}: want NAME:DIR with DIR/src/intentd (e.g. a git archive)")
+        src[name] = Path(path).resolve()
+    return [Variant(n, env[n], src.get(n)) for n in names]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--variants", default="before,after", help="comma-separated: before, after")
+    parser.add_argument(
+        "--variants",
+        default="before,after",
+        help="comma-separated names; `before` runs OpenCode's defaults, any other name the project's config",
+    )
+    parser.add_argument(
+        "--variant-env", action="append", default=[], help="NAME:KEY=VALUE, an environment variable of that variant"
+    )
+    parser.add_argument(
+        "--variant-src",
+        action="append",
+        default=[],
+        help="NAME:DIR, that variant's worker and shim import intentd from DIR/src (a `git archive` of another commit)",
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="all variants up at once, runs interleaved (order rotating); B/A ratios per pair against the first",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="per run phase, seconds")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or set(variants) - {"before", "after"}:
-        parser.error("--variants takes before and/or after")
+    variants = _variants(args, parser)
     if not daemon.installed():
         parser.error("opencode is not installed: run `mise run oc:setup`")
     signal.signal(signal.SIGTERM, _interrupt)
@@ -295,24 +343,36 @@ def main(argv: list[str] | None = None) -> int:
 
         if not server.is_running(base):
             _log(f"postgres: {server.up(base)}")
+    drive = run_paired if args.paired else run_sequential
+    stacks = drive(base, variants, args.runs, stamp, args.timeout)
     measured = []
-    for variant in variants:
-        result = run_variant(base, variant, args.runs, stamp, args.timeout)
+    for live in stacks:
+        result = live.summary()
         result["goals"] = _goals(result)
         measured.append(result)
-    out = {
+    out: dict[str, Any] = {
         "kind": "bench:live",
         "stamp": stamp,
         "opencode": daemon.pinned_version(),
         "runsPerVariant": args.runs,
+        "paired": args.paired,
         "goals": GOALS,
         "machine": report.machine(None),
         "variants": measured,
     }
+    if args.paired:
+        first = stacks[0]
+        out["ratios"] = {
+            f"{live.variant.name}/{first.variant.name}": paired_ratios(first.results, live.results)
+            for live in stacks[1:]
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"live-{stamp}.json"
     report.write_json(out, path)
     print(table(measured))
+    for name, r in out.get("ratios", {}).items():
+        print(f"paired {name}: " + json.dumps({k: v for k, v in r.items() if k != "partsDelta_s"}))
+        print(f"paired {name} overhead parts, median B-A seconds: {json.dumps(r['partsDelta_s'])}")
     _log(f"wrote {path}")
     return 0
 

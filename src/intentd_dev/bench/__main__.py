@@ -58,6 +58,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="ratio_vs_raw_dbos as the median of N pairs (pipeline burst then raw burst, N times, both"
         " workers up throughout), with the min-max; 1 = one pipeline burst and one raw burst",
     )
+    p.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=None,
+        help="MALLOC_ARENA_MAX for the worker process (glibc's per-thread malloc arenas; default: the"
+        " environment's, as intentd.stack starts the worker)",
+    )
     p.add_argument("--skip-http", action="store_true")
     p.add_argument("--skip-raw", action="store_true")
     p.add_argument(
@@ -230,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "LOG_LEVEL": "WARNING",
     }
     traced = {"INTENTD_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else {}
+    if args.malloc_arena_max is not None:
+        traced["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     worker = stack.worker(settings, tag="-bench", **extra, **traced)
     shim = stack.shim(settings, tag="-bench", **extra)
     base_url = f"http://127.0.0.1:{args.port}"
