@@ -6,6 +6,7 @@ Pure functions, no I/O: the HTTP server (`server.py`) and the in-process OpenCod
 Compile (the prompt holds an `intentd-compile-request` block):
 - goal contains "ask user" and no answers → a plan with one question;
 - with answers → a plan without questions that records the answers;
+- with feedback (an approver's request for changes) → the same plan, revised: it records the feedback;
 - goal contains "fail me" → a plan whose last acceptance command always fails (at execution);
 - goal contains "slow test" → a plan whose last acceptance command sleeps 30 s (a sandbox to cancel);
 - anything else → a plan whose acceptance commands pass once the build agent wrote the file.
@@ -70,6 +71,9 @@ def compile_plan(request: dict[str, Any]) -> dict[str, Any]:
     summary = f"Record the intent in {path}"
     if answers:
         summary += f", using the operator's answers {_canonical(answers)}"
+    feedback = request.get("feedback") or None
+    if feedback:
+        summary += f", revised for the approver's feedback {_canonical(feedback)}"
     acceptance = [f"test -f {path}", f"grep -q {marker(goal)} {path}"]
     if "fail me" in lowered:
         acceptance.append(FAIL_COMMAND)
@@ -112,10 +116,12 @@ def planted_marker(goal: str) -> str:
 
 def delay_seconds(request: dict[str, Any]) -> float:
     """How long the HTTP server waits before answering: a goal containing "slow model" takes 3 s,
-    so a test can kill the daemon while a prompt is in flight. The in-process fake never waits."""
+    so a test can kill the daemon while a prompt is in flight; "stalled model" takes 30 s, so a
+    cancel that aborts the compile is told apart from one that waits for it. The in-process fake
+    never waits."""
     user_text = "\n".join(message_text(m) for m in request.get("messages") or [] if m.get("role") == "user")
-    compile_request = parse_block(COMPILE_TAG, user_text) or {}
-    return 3.0 if "slow model" in str(compile_request.get("goal", "")).lower() else 0.0
+    goal = str((parse_block(COMPILE_TAG, user_text) or {}).get("goal", "")).lower()
+    return 30.0 if "stalled model" in goal else 3.0 if "slow model" in goal else 0.0
 
 
 # Chat-level decision -------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ class OpenCodeClient:
         if recorded is not None:
             return dict(recorded["structured"])
         session = self._create_session(key, directory, DENIED_PLAN_TOOLS + DENIED_ALWAYS)
+        # Known before the prompt starts: a cancel can abort the session while the plan is compiled.
+        self._store.record_session(key.op_key, session.id)
         response = self._prompt(session, directory, request)
         structured = response.info.structured
         if not isinstance(structured, dict):
