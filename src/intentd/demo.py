@@ -41,7 +41,7 @@ def _watch(client: httpx.Client, run_id: str, want: str, seen: list[str], timeou
             print(f"  {time.strftime('%H:%M:%S')}  {label}  lastStep={run.get('lastStep')}")
         if run["status"] == want:
             return run
-        if run["status"] in ("failed", "retries_exceeded", "canceled"):
+        if run["status"] in ("failed", "retries_exceeded", "canceled", "rejected", "expired"):
             raise SystemExit(f"demo: run ended {run['status']}: {run.get('error')}")
         time.sleep(0.1)
     raise SystemExit(f"demo: run did not reach {want} within {timeout}s")

@@ -18,13 +18,17 @@ class RunStatus(StrEnum):
     failed = "failed"
     retries_exceeded = "retries_exceeded"
     canceled = "canceled"
+    rejected = "rejected"  # an approver rejected the plan (POST /runs/{id}/reject-plan)
+    expired = "expired"  # the recipe's approval deadline passed: denied by default
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.retries_exceeded, RunStatus.canceled})
+# The run has ended for good: nothing moves it again. failed and retries_exceeded have not ended,
+# they wait (inside their workflow) for an operator retry.
+TERMINAL_STATUSES = frozenset({RunStatus.succeeded, RunStatus.canceled, RunStatus.rejected, RunStatus.expired})
 RETRYABLE_STATUSES = frozenset({RunStatus.failed, RunStatus.retries_exceeded})
 
 

@@ -23,6 +23,11 @@ ORACLES: dict[str, str] = {
     " WHERE b.started_at < a.started_at",
     "runs past the gate without an applied approval": "SELECT r.run_id FROM app.runs r WHERE r.gate = 'passed' AND NOT EXISTS"
     " (SELECT 1 FROM app.plan_approvals p WHERE p.run_id = r.run_id AND p.state = 'applied')",
+    "runs past the gate with fewer applied approvals than their quorum": "SELECT r.run_id FROM app.runs r"
+    " WHERE r.gate = 'passed' AND (SELECT COUNT(*) FROM app.plan_approvals p WHERE p.run_id = r.run_id"
+    " AND p.state = 'applied') < COALESCE((r.approval->>'quorum')::int, 1)",
+    "rejected or expired runs past the gate": "SELECT r.run_id, r.status FROM app.runs r"
+    " WHERE r.status IN ('rejected', 'expired') AND r.gate = 'passed'",
     "succeeded runs without a receipt per acceptance command": "SELECT r.run_id FROM app.runs r WHERE r.status = 'succeeded' AND"
     " jsonb_array_length(r.plan->'acceptance') > (SELECT COUNT(DISTINCT m.op_key) FROM app.mock_receipts m"
     " WHERE m.run_id = r.run_id AND m.payload->>'outcome' = 'ok')",
@@ -41,8 +46,8 @@ ORACLES: dict[str, str] = {
 GUARANTEED: dict[str, str] = {
     "op_key unique (one recorded answer per OpenCode call)": "PRIMARY KEY app.opencode_calls(op_key)",
     "op_key unique (one receipt per side effect)": "PRIMARY KEY app.mock_receipts(op_key)",
-    "at most one live approval per run": "UNIQUE INDEX plan_approvals_one_live ON app.plan_approvals(run_id)"
-    " WHERE state <> 'rejected'",
+    "at most one live approval per approver and run": "UNIQUE INDEX plan_approvals_one_live_per_approver"
+    " ON app.plan_approvals(run_id, approved_by) WHERE state <> 'rejected'",
     "one run per intent, workflow id = intent id": "UNIQUE app.runs(intent_id), UNIQUE app.runs(workflow_id),"
     " CHECK (workflow_id = intent_id)",
 }

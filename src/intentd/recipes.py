@@ -1,4 +1,5 @@
-"""Recipes (config/recipes.toml): workload caps, the DBOS queue they map to, and step retry budgets.
+"""Recipes (config/recipes.toml): workload caps, the DBOS queue they map to, step retry budgets, and
+the approval policy (four-eyes, quorum, deadline and reminder).
 
 Read by the shim (to refuse a cap breach before writing anything) and by the worker (to register
 queues and to size retries and sandbox limits).
@@ -6,12 +7,13 @@ queues and to size retries and sandbox limits).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from intentd.domain import Workload
 
@@ -46,6 +48,70 @@ class SandboxPolicy(BaseModel):
     shm_mb: int = Field(64, ge=1)  # /dev/shm
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """A duration in seconds: a decimal number and one unit, as in 90s, 30m, 24h or 2d."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 24h or 2d")
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
+class ApprovalPolicy(BaseModel):
+    """The recipe's `approval` table: who may approve, how many must, and by when.
+
+    Defaults (one approver, anyone, no deadline) apply to recipes and runs from before the table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distinct_approver: bool = False  # four-eyes: the approver must not be who started the run
+    quorum: int = Field(1, ge=1, le=32)  # distinct approvers of the same plan hash
+    deadline: str | None = None  # e.g. "24h": at the deadline the run ends `expired` (deny by default)
+    remind_at: float | None = Field(None, gt=0, lt=1)  # a fraction of the deadline: emit run.reminder
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: str | None) -> str | None:
+        if value is not None and duration_seconds(value) <= 0:
+            raise ValueError("deadline must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _reminder_needs_deadline(self) -> ApprovalPolicy:
+        if self.remind_at is not None and self.deadline is None:
+            raise ValueError("remind_at is a fraction of the deadline: set deadline too")
+        return self
+
+    @property
+    def deadline_seconds(self) -> float | None:
+        return None if self.deadline is None else duration_seconds(self.deadline)
+
+    def for_run(self) -> dict[str, Any]:
+        """What the run row keeps (app.runs.approval): the shim's checks read it."""
+        return {
+            "distinctApprover": self.distinct_approver,
+            "quorum": self.quorum,
+            "deadlineSeconds": self.deadline_seconds,
+            "remindAt": self.remind_at,
+        }
+
+
+class DeliverPolicy(BaseModel):
+    """The recipe's `deliver` table: when a run of the recipe succeeds, its commit becomes this new
+    branch of the intent's inputs.repo (intentd.delivery). `{intentId}` and `{runId}` in the name
+    are replaced, so each run has its own branch; a run without inputs.repo delivers nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: str = Field(min_length=1, max_length=120)
+
+    def branch_for(self, *, run_id: str, intent_id: str) -> str:
+        return self.branch.replace("{runId}", run_id).replace("{intentId}", intent_id)
+
+
 class SandboxBounds(BaseModel):
     """One run's sandbox bounds: the recipe's policy with the workload's own numbers folded in."""
 
@@ -73,6 +139,8 @@ class Recipe(BaseModel):
     execute_retry_on: list[Literal["exit", "timeout", "signal"]]
     retry: RetryPolicy
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    deliver: DeliverPolicy | None = None
 
     def breaches(self, workload: dict[str, Any]) -> list[dict[str, Any]]:
         """Every field over its cap, with limit and value (empty when within caps)."""

@@ -29,7 +29,7 @@ def _drive(bench: Bench, run_id: str, until: float) -> dict[str, Any]:
     run: dict[str, Any] = {}
     while time.monotonic() < until:
         run = bench.http.get(f"/runs/{run_id}").json()
-        if run["status"] in ("succeeded", "failed", "retries_exceeded", "canceled"):
+        if run["status"] in ("succeeded", "failed", "retries_exceeded", "canceled", "rejected", "expired"):
             return run
         if run.get("nextAction") == "provide_input" and not answered:
             r = bench.http.post(f"/runs/{run_id}/events", json={"type": "input", "payload": {"answer": "42"}})

@@ -93,8 +93,15 @@ class Stack:
         return self.wait(run_id, lambda r: r["status"] == status, timeout)
 
 
-def start_stack(base: Settings, name: str, live: Settings | None = None, app_version: str = "e2e") -> Stack:
-    """Worker + shim on a fresh database; with `live` (a started daemon's settings) OC_MODE=live."""
+def start_stack(
+    base: Settings,
+    name: str,
+    live: Settings | None = None,
+    app_version: str = "e2e",
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """Worker + shim on a fresh database; with `live` (a started daemon's settings) OC_MODE=live;
+    `env` adds variables to both processes (e.g. INTENTD_RECIPES)."""
     oc_mode = "live" if live is not None else "mock"
     settings = make_database(base, name).model_copy(
         update={"port": free_port(), "admin_port": free_port(), "oc_mode": oc_mode, "app_version": app_version}
@@ -103,6 +110,7 @@ def start_stack(base: Settings, name: str, live: Settings | None = None, app_ver
         "DATABASE_URL": settings.database_url,
         "INTENTD_TMP": str(settings.tmp_dir),
         "INTENTD_EXECUTOR_ID": f"e2e-{name}",
+        **(env or {}),
     }
     proxy = None
     if live is not None:

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psycopg
 
+from tests.conftest import row_counts
 from tests.e2e.conftest import Stack
 
 
@@ -91,15 +92,14 @@ def test_concurrent_approvals_exactly_one_wins(e2e: Stack) -> None:
     assert len(_approvals(e2e, run_id)) == 1
 
 
-def test_approval_bound_to_another_plan_hash_does_not_apply(e2e: Stack) -> None:
+def test_approval_bound_to_another_plan_hash_is_refused_and_writes_nothing(e2e: Stack) -> None:
     _, run_id = e2e.run("demo c5")
     waiting = e2e.wait_status(run_id, "waiting_input")
+    before = row_counts(e2e.settings.database_url)
     stale = e2e.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po", "planHash": "0" * 64})
-    assert stale.status_code == 202
-    held = e2e.wait(run_id, lambda r: any(a["state"] == "rejected" for a in r["approvals"]))
-    assert held["status"] == "waiting_input" and held["nextAction"] == "approve_plan"
-    assert "approve again" in held["notice"]
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale_plan", stale.text
+    assert row_counts(e2e.settings.database_url) == before
     right = e2e.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po", "planHash": waiting["planHash"]})
     assert right.status_code == 202, right.text
     e2e.wait_status(run_id, "succeeded")
-    assert _approvals(e2e, run_id) == [("po", "rejected"), ("po", "applied")]
+    assert _approvals(e2e, run_id) == [("po", "applied")]

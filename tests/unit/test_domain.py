@@ -32,8 +32,9 @@ def test_plan_schema_forbids_additional_properties_and_requires_every_field() ->
     assert set(schema["required"]) == set(PLAN)
 
 
-def test_only_failed_and_retries_exceeded_are_retryable_and_both_are_terminal() -> None:
+def test_only_failed_and_retries_exceeded_are_retryable_and_neither_has_ended() -> None:
     assert {RunStatus.failed, RunStatus.retries_exceeded} == RETRYABLE_STATUSES
-    assert RETRYABLE_STATUSES <= TERMINAL_STATUSES
+    assert not RETRYABLE_STATUSES & TERMINAL_STATUSES  # they wait for an operator retry
+    assert {"succeeded", "canceled", "rejected", "expired"} == TERMINAL_STATUSES
     assert not RunStatus.waiting_input.is_terminal
     assert RunStatus.succeeded.is_terminal

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from dbos import DBOSClient
 from dbos._error import DBOSException
 
+from intentd.api import decisions
 from intentd.db import audit
 from intentd.db import runs as q
 from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME, Gate, RunStatus, Topic
@@ -29,7 +30,7 @@ _between_halves: Callable[[str], None] = lambda _where: None
 
 # A run in one of these has ended for good: nothing cancels it (409 run_ended). A failed run waiting
 # for an operator retry has not ended, and can be canceled.
-ENDED_STATUSES = frozenset({"succeeded", "canceled", "rejected", "expired"})
+ENDED_STATUSES = TERMINAL_STATUSES
 
 
 class Handoff:
@@ -89,6 +90,8 @@ class Handoff:
                 workload=workload,
                 trace_id=trace_id,
                 app_version=self.app_version,
+                started_by=actor.name,  # four-eyes compares approvers with it
+                approval=recipe.approval.for_run(),
             )
             _between_halves("start_run")
             self.client.enqueue_in_transaction(
@@ -116,23 +119,22 @@ class Handoff:
     # POST /runs/{id}/approve-plan --------------------------------------------------------------
 
     def approve(
-        self, run_ref: str, approved_by: str, notes: str | None, plan_hash: str | None, *, actor: Principal
+        self,
+        run_ref: str,
+        approved_by: str,
+        notes: str | None,
+        plan_hash: str | None,
+        *,
+        actor: Principal,
+        require_plan_hash: bool = False,
     ) -> dict[str, Any]:
+        """Record one approval (of a quorum) and tell the workflow; the rules are api/decisions.py's."""
+        decisions.require_hash(plan_hash, require_plan_hash)
         with self.engine.begin() as conn:
             run = self._locked_run(conn, run_ref)
-            status, gate = RunStatus(run["status"]), Gate(run["gate"])
-            details = {"runId": run["run_id"], "status": status, "gate": gate}
-            if status in TERMINAL_STATUSES:
-                raise Conflict(f"run has ended ({status})", code="run_ended", details=details)
-            if gate is Gate.passed:
-                raise Conflict("the run is past the approval gate", code="past_gate", details=details)
-            existing = q.live_approval(conn, run["run_id"])
-            if existing is not None:
-                raise Conflict(
-                    f"plan already approved by {existing['approved_by']!r}",
-                    code="already_approved",
-                    details={**details, "approvalId": existing["approval_id"]},
-                )
+            gate = Gate(run["gate"])
+            details = {"runId": run["run_id"], "status": run["status"], "gate": gate}
+            decisions.check_not_past(run)
             if gate is Gate.questions:
                 raise Conflict(
                     "the plan's questions are open: POST /runs/{id}/events with the input first",
@@ -141,6 +143,10 @@ class Handoff:
                 )
             if gate is Gate.none:
                 raise Conflict("the plan is not compiled yet", code="plan_not_ready", details=details)
+            decisions.check_plan_hash(run, plan_hash)
+            decisions.check_deadline(conn, run)
+            decisions.check_four_eyes(run, approved_by)
+            decisions.check_quorum_open(run, q.live_approvals(conn, run["run_id"]), approved_by)
             approval_id = q.insert_approval(conn, run["run_id"], approved_by, notes, plan_hash)
             _between_halves("approve")
             self.client.send_in_transaction(
@@ -158,6 +164,66 @@ class Handoff:
                 details={"approvalId": approval_id, "approvedBy": approved_by, "planHashGiven": plan_hash is not None},
             )
         return {**run, "approval_id": approval_id, "held": gate is Gate.recompiling}
+
+    # POST /runs/{id}/reject-plan, POST /runs/{id}/request-changes ------------------------------
+
+    def decide(
+        self,
+        run_ref: str,
+        act: Literal["reject", "request_changes"],
+        text: str,
+        plan_hash: str | None,
+        *,
+        actor: Principal,
+        require_plan_hash: bool = False,
+    ) -> dict[str, Any]:
+        """Reject the plan (the run ends `rejected`) or ask for changes (the workflow recompiles with
+        the feedback). Either voids the approvals given so far: they were for this plan."""
+        decisions.require_hash(plan_hash, require_plan_hash)
+        with self.engine.begin() as conn:
+            run = self._locked_run(conn, run_ref)
+            decisions.check_at_gate(run)
+            decisions.check_plan_hash(run, plan_hash)
+            decisions.check_deadline(conn, run)
+            decisions.check_quorum_open(run, q.live_approvals(conn, run["run_id"]))
+            shown = run["plan_hash"]
+            key = "reason" if act == "reject" else "feedback"
+            event_id = q.insert_event(conn, run["run_id"], act, {key: text, "by": actor.name, "planHash": shown})
+            if act == "reject":
+                q.void_approvals(conn, run["run_id"], f"the plan was rejected by {actor.name}")
+                status = RunStatus.rejected
+                q.update_run(
+                    conn,
+                    run["run_id"],
+                    status=status,
+                    next_action=None,
+                    finished_at="now()",
+                    notice=f"plan rejected by {actor.name}: {text}",
+                )
+                message: dict[str, Any] = {"decision": "reject", "eventId": event_id}
+            else:
+                q.void_approvals(conn, run["run_id"], f"{actor.name} asked for changes; approve the recompiled plan")
+                status = RunStatus.running
+                q.update_run(
+                    conn,
+                    run["run_id"],
+                    status=status,
+                    gate=Gate.recompiling,
+                    next_action=None,
+                    notice=f"changes requested by {actor.name}",
+                )
+                message = {"decision": "changes", "eventId": event_id, "feedback": text}
+            _between_halves(act)
+            self.client.send_in_transaction(conn, run["workflow_id"], message, Topic.approval)
+            audit.record(
+                conn,
+                act=act,
+                actor=actor,
+                run_id=run["run_id"],
+                plan_hash=shown,
+                details={"eventId": event_id, key: text},
+            )
+        return {**run, "status": status, "event_id": event_id, "plan_hash": shown}
 
     # POST /runs/{id}/events ---------------------------------------------------------------------
 

@@ -184,6 +184,38 @@ class ApprovePlan(Strict):
         return value
 
 
+_PLAN_HASH_NOTE = (
+    "The planHash of the plan shown (GET /runs/{id}); another plan's gets 409 stale_plan. "
+    "Required with INTENTD_AUTH=tokens (400 plan_hash_required)."
+)
+
+
+class RejectPlan(Strict):
+    reason: NotBlank = Field(min_length=1, max_length=4000)
+    plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$", description=_PLAN_HASH_NOTE)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not _not_blank(value):
+            raise ValueError("reason must not be blank")
+        return value
+
+
+class RequestChanges(Strict):
+    feedback: NotBlank = Field(
+        min_length=1, max_length=4000, description="What to change; the plan agent recompiles with it."
+    )
+    plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$", description=_PLAN_HASH_NOTE)
+
+    @field_validator("feedback")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not _not_blank(value):
+            raise ValueError("feedback must not be blank")
+        return value
+
+
 class RunEvent(Strict):
     type: Literal["input"]
     payload: JsonIn
@@ -253,6 +285,12 @@ class ApprovalOut(BaseModel):
     approved_at: datetime = Field(serialization_alias="approvedAt")
 
 
+class QuorumOut(BaseModel):
+    need: int = Field(description="Distinct approvers the recipe requires (approval.quorum).")
+    have: int = Field(description="Approvals that count now (of the plan at the gate).")
+    by: list[str] = Field(description="Who gave them, oldest first.")
+
+
 class ArtifactOut(BaseModel):
     step_id: str = Field(serialization_alias="stepId")
     attempt: int
@@ -279,6 +317,12 @@ class RunView(BaseModel):
     plan: JsonObject | None
     plan_hash: str | None = Field(serialization_alias="planHash")
     decision: JsonObject | None
+    started_by: str | None = Field(serialization_alias="startedBy", description="Who started the run (four-eyes).")
+    approval_deadline: datetime | None = Field(
+        serialization_alias="approvalDeadline",
+        description="Fixed when the run first reached the approval gate; past it the run ends expired.",
+    )
+    quorum: QuorumOut
     diff: str | None
     steps: list[StepAttempt]
     approvals: list[ApprovalOut]
@@ -298,6 +342,11 @@ class Accepted(BaseModel):
 class ApprovalAccepted(Accepted):
     approval_id: int = Field(serialization_alias="approvalId")
     held: bool = Field(description="True when the approval waits for the recompiled plan.")
+
+
+class DecisionAccepted(Accepted):
+    event_id: int = Field(serialization_alias="eventId", description="The run_events row of the decision.")
+    plan_hash: str | None = Field(serialization_alias="planHash", description="The plan the decision was about.")
 
 
 class EventAccepted(Accepted):

@@ -47,7 +47,7 @@ def get_intent(db: Executor, intent_id: str, *, lock: bool = False) -> dict[str,
 RUN_COLUMNS = (
     "run_id, intent_id, workflow_id, status, next_action, gate, last_step, error, notice, retry_count,"
     " recipe_name, workload, trace_id, app_version, plan, plan_hash, decision, created_at, updated_at,"
-    " started_at, finished_at"
+    " started_at, finished_at, started_by, approval, approval_deadline"
 )
 
 
@@ -78,13 +78,16 @@ def insert_run(
     workload: dict[str, Any],
     trace_id: str | None,
     app_version: str,
+    started_by: str | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     row = (
         db.execute(
             sa.text(
                 "INSERT INTO app.runs (run_id, intent_id, workflow_id, status, recipe_name, workload,"
-                " trace_id, app_version) VALUES (:run_id, :intent_id, :intent_id, 'queued', :recipe,"
-                f" CAST(:workload AS jsonb), :trace_id, :version) RETURNING {RUN_COLUMNS}"
+                " trace_id, app_version, started_by, approval) VALUES (:run_id, :intent_id, :intent_id,"
+                " 'queued', :recipe, CAST(:workload AS jsonb), :trace_id, :version, :started_by,"
+                f" CAST(:approval AS jsonb)) RETURNING {RUN_COLUMNS}"
             ),
             {
                 "run_id": run_id,
@@ -93,6 +96,8 @@ def insert_run(
                 "workload": _j(workload),
                 "trace_id": trace_id,
                 "version": app_version,
+                "started_by": started_by,
+                "approval": _j(approval),
             },
         )
         .mappings()
@@ -103,7 +108,7 @@ def insert_run(
 
 def update_run(db: Executor, run_id: str, **fields: Any) -> None:
     """Set the given columns (jsonb columns are passed as Python values) and touch updated_at."""
-    jsonb = {"error", "plan", "decision", "workload"}
+    jsonb = {"error", "plan", "decision", "workload", "approval"}
     sets = []
     params: dict[str, Any] = {"run_id": run_id}
     for name, value in fields.items():
@@ -119,19 +124,37 @@ def update_run(db: Executor, run_id: str, **fields: Any) -> None:
     db.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE run_id = :run_id"), params)
 
 
-def live_approval(db: Executor, run_id: str) -> dict[str, Any] | None:
-    row = (
-        db.execute(
-            sa.text(
-                "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
-                " FROM app.plan_approvals WHERE run_id = :id AND state <> 'rejected'"
-            ),
-            {"id": run_id},
-        )
-        .mappings()
-        .first()
+def live_approvals(db: Executor, run_id: str) -> list[dict[str, Any]]:
+    """The run's approvals that still count (pending or applied), oldest first."""
+    rows = db.execute(
+        sa.text(
+            "SELECT approval_id, approved_by, notes, plan_hash, state, reason, approved_at, decided_at"
+            " FROM app.plan_approvals WHERE run_id = :id AND state <> 'rejected' ORDER BY approval_id"
+        ),
+        {"id": run_id},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def void_approvals(db: Executor, run_id: str, reason: str) -> int:
+    """Take back every approval of the run that still counts (a decision or a new plan voids them)."""
+    result = db.execute(
+        sa.text(
+            "UPDATE app.plan_approvals SET state = 'rejected', reason = :why, decided_at = now()"
+            " WHERE run_id = :id AND state <> 'rejected'"
+        ),
+        {"id": run_id, "why": reason},
     )
-    return None if row is None else dict(row)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def deadline_passed(db: Executor, run_id: str) -> bool:
+    """The run's approval deadline (fixed by the workflow at the gate) is behind the database's clock."""
+    return bool(
+        db.execute(
+            sa.text("SELECT approval_deadline <= now() FROM app.runs WHERE run_id = :id"), {"id": run_id}
+        ).scalar()
+    )
 
 
 def insert_approval(db: Executor, run_id: str, approved_by: str, notes: str | None, plan_hash: str | None) -> int:
@@ -179,6 +202,11 @@ SELECT r.status, r.app_version, r.error IS NULL AS no_error, w.status AS workflo
   'nextAction', r.next_action, 'lastStep', r.last_step, 'error', r.error, 'notice', r.notice,
   'retryCount', r.retry_count, 'recipeName', r.recipe_name, 'workload', r.workload, 'traceId', r.trace_id,
   'appVersion', r.app_version, 'plan', r.plan, 'planHash', r.plan_hash, 'decision', r.decision,
+  'startedBy', r.started_by, 'approvalDeadline', {_ts("r.approval_deadline")},
+  'quorum', json_build_object('need', COALESCE((r.approval->>'quorum')::int, 1),
+    'have', (SELECT count(*) FROM app.plan_approvals p WHERE p.run_id = r.run_id AND p.state <> 'rejected'),
+    'by', COALESCE((SELECT json_agg(p.approved_by ORDER BY p.approval_id) FROM app.plan_approvals p
+                    WHERE p.run_id = r.run_id AND p.state <> 'rejected'), '[]'::json)),
   'diff', (SELECT a.content FROM app.artifacts a WHERE a.run_id = r.run_id AND a.kind = 'diff'
            ORDER BY a.artifact_id DESC LIMIT 1),
   'steps', COALESCE((SELECT json_agg(json_build_object(

@@ -27,9 +27,21 @@ def render_compile_prompt(
     inputs: dict[str, Any],
     constraints: dict[str, Any],
     answers: dict[str, Any] | None,
+    feedback: list[str] | None = None,
 ) -> str:
-    """The plan agent's prompt: read-only analysis, answer through the StructuredOutput tool."""
+    """The plan agent's prompt: read-only analysis, answer through the StructuredOutput tool.
+
+    `feedback` (an approver's requests for changes) appears only when given, so the prompt of a run
+    without it keeps its bytes (and its recorded calls)."""
     answers_text = "none yet" if answers is None else _canonical(answers)
+    request: dict[str, Any] = {"goal": goal, "inputs": inputs, "constraints": constraints, "answers": answers}
+    revise: list[str] = []
+    if feedback:
+        request["feedback"] = feedback
+        revise = [
+            "The approver sent the previous plan back; revise it to address this feedback, oldest first:",
+            f"Feedback: {_canonical(feedback)}",
+        ]
     return "\n".join(
         [
             "You are the planning step of intentd. Do not modify any file.",
@@ -45,8 +57,9 @@ def render_compile_prompt(
             f"Inputs: {_canonical(inputs)}",
             f"Constraints: {_canonical(constraints)}",
             f"Answers: {answers_text}",
+            *revise,
             "",
-            _block(COMPILE_TAG, {"goal": goal, "inputs": inputs, "constraints": constraints, "answers": answers}),
+            _block(COMPILE_TAG, request),
         ]
     )
 

@@ -18,7 +18,11 @@ from intentd.errors import RunCanceled
 
 log = logging.getLogger("intentd.workflow")
 _POOL_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
-STALE_APPROVAL = "stale"
+# Why an approval did not pass the gate, when no notice is due: it was voided by a decision or the
+# deadline before the workflow read it, or the quorum still needs more approvers.
+VOID_APPROVAL = "void"
+QUORUM_PENDING = "quorum_pending"
+_ENDED_BY_DECISION = ("rejected", "expired")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -120,6 +124,8 @@ def _record_plan(run_id: str, plan: dict[str, Any], plan_hash: str) -> None:
 def _wait(run_id: str, gate: str, next_action: str, notice: str | None) -> None:
     s = _session()
     _not_canceled(s, run_id)
+    if _status(s, run_id) in _ENDED_BY_DECISION:
+        return  # the shim ended the run at the gate (reject-plan); its message is on the way
     if gate == "questions":
         # An approval held for a recompile that now asks new questions was for a plan nobody saw.
         s.execute(
@@ -140,18 +146,85 @@ def _consume_event(run_id: str, event_id: int) -> None:
     )
 
 
-def _apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
-    """Apply the approval to the plan at the gate; returns why not (plan hash mismatch) or None."""
+def _status(s: Any, run_id: str) -> str:
+    return str(s.execute(sa.text("SELECT status FROM app.runs WHERE run_id = :r"), {"r": run_id}).scalar())
+
+
+def _wait_at_gate(run_id: str, deadline_seconds: float) -> float:
+    """Wait for approval with a deadline: fixed once (the first time the run reaches the gate), by the
+    database's clock, which the shim's checks read too. Returns it (epoch seconds), checkpointed."""
+    s = _session()
+    _not_canceled(s, run_id)
+    q.update_run(s, run_id, status="waiting_input", gate="approval", next_action="approve_plan", notice=None)
+    return float(
+        s.execute(
+            sa.text(
+                "UPDATE app.runs SET approval_deadline = COALESCE(approval_deadline,"
+                " now() + make_interval(secs => :secs)) WHERE run_id = :r"
+                " RETURNING extract(epoch FROM approval_deadline)"
+            ),
+            {"r": run_id, "secs": deadline_seconds},
+        ).scalar_one()
+    )
+
+
+def _remind(run_id: str, deadline: float) -> bool:
+    """The reminder (a run_events row of type 'reminder': the event log's run.reminder), once per run,
+    while the plan still waits for its decision."""
+    s = _session()
+    _not_canceled(s, run_id)
+    inserted = s.execute(
+        sa.text(
+            "INSERT INTO app.run_events (run_id, type, payload)"
+            " SELECT r.run_id, 'reminder', jsonb_build_object('deadline', to_char(to_timestamp(:d) AT TIME ZONE 'UTC',"
+            " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'planHash', r.plan_hash) FROM app.runs r"
+            " WHERE r.run_id = :r AND r.status = 'waiting_input' AND r.gate = 'approval'"
+            " AND NOT EXISTS (SELECT 1 FROM app.run_events e WHERE e.run_id = r.run_id AND e.type = 'reminder')"
+        ),
+        {"r": run_id, "d": deadline},
+    )
+    return bool(inserted.rowcount)
+
+
+def _expire(run_id: str) -> bool:
+    """At the deadline, deny by default: the run ends `expired` and its approvals are void. Not when a
+    decision the shim accepted before the deadline waits to be read (a pending approval, a rejection,
+    a request for changes): the workflow reads it first."""
+    s = _session()
+    _not_canceled(s, run_id)
+    run = s.execute(sa.text("SELECT status, gate FROM app.runs WHERE run_id = :r"), {"r": run_id}).mappings().one()
+    pending = s.execute(
+        sa.text("SELECT count(*) FROM app.plan_approvals WHERE run_id = :r AND state = 'pending'"), {"r": run_id}
+    ).scalar_one()
+    if run["status"] != "waiting_input" or run["gate"] != "approval" or pending:
+        return False
+    q.void_approvals(s, run_id, "the approval deadline passed")
+    q.update_run(
+        s,
+        run_id,
+        status="expired",
+        next_action=None,
+        finished_at="now()",
+        notice="the approval deadline passed without a decision: denied by default",
+    )
+    return True
+
+
+def _apply_approval(run_id: str, approval_id: int, plan_hash: str, quorum: int = 1) -> str | None:
+    """Apply the approval to the plan at the gate. Returns None when it completes the quorum (the run
+    passes the gate), else why not: a plan hash mismatch (a notice), VOID_APPROVAL, QUORUM_PENDING."""
     s = _session()
     _not_canceled(s, run_id)
     row = (
         s.execute(
-            sa.text("SELECT plan_hash, approved_by FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
+            sa.text("SELECT plan_hash, approved_by, state FROM app.plan_approvals WHERE approval_id = :id FOR UPDATE"),
             {"id": approval_id},
         )
         .mappings()
         .one()
     )
+    if row["state"] != "pending":
+        return VOID_APPROVAL  # voided by a rejection, a request for changes or the deadline
     if row["plan_hash"] is not None and row["plan_hash"] != plan_hash:
         reason = (
             f"approval {approval_id} by {row['approved_by']!r} was for plan {row['plan_hash'][:12]}…, "
@@ -170,6 +243,20 @@ def _apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None
         sa.text("UPDATE app.plan_approvals SET state = 'applied', decided_at = now() WHERE approval_id = :id"),
         {"id": approval_id},
     )
+    applied = list(
+        s.execute(
+            sa.text(
+                "SELECT approved_by FROM app.plan_approvals WHERE run_id = :r AND state = 'applied' ORDER BY approval_id"
+            ),
+            {"r": run_id},
+        ).scalars()
+    )
+    if len(applied) < quorum:
+        notice = (
+            f"{len(applied)} of {quorum} approvals ({', '.join(applied)}); waiting for {quorum - len(applied)} more"
+        )
+        q.update_run(s, run_id, notice=notice)
+        return QUORUM_PENDING
     q.update_run(s, run_id, status="running", gate="passed", next_action=None, notice=None)
     return None
 
@@ -222,8 +309,20 @@ def consume_event(run_id: str, event_id: int) -> None:
     _tx(_consume_event, run_id, event_id)
 
 
-def apply_approval(run_id: str, approval_id: int, plan_hash: str) -> str | None:
-    return _tx(_apply_approval, run_id, approval_id, plan_hash)
+def wait_at_gate(run_id: str, deadline_seconds: float) -> float:
+    return _tx(_wait_at_gate, run_id, deadline_seconds)
+
+
+def remind(run_id: str, deadline: float) -> bool:
+    return _tx(_remind, run_id, deadline)
+
+
+def expire(run_id: str) -> bool:
+    return _tx(_expire, run_id)
+
+
+def apply_approval(run_id: str, approval_id: int, plan_hash: str, quorum: int = 1) -> str | None:
+    return _tx(_apply_approval, run_id, approval_id, plan_hash, quorum)
 
 
 def record_decision(run_id: str, decision: dict[str, Any]) -> None:

@@ -1,5 +1,8 @@
 """The run, as the course tells it: compile, (questions), gate, apply, decide, execute.
 
+At the gate (workflow/gate.py) the plan is approved, rejected (the run ends `rejected`), sent back
+with feedback (compiled again), or left past its deadline (the run ends `expired`).
+
 One DBOS workflow per intent (workflow id = intent id). Each step attempt is a DBOS step; each
 status change is a datasource transaction (projection). Step errors are split into retryable
 (the recipe's budget and backoff apply) and permanent. A run that fails waits, inside this same
@@ -17,17 +20,16 @@ from typing import Any
 from dbos import DBOS
 from pydantic import BaseModel
 
-from intentd.db import effects
+from intentd.db import effects, fence
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.workflow import cancel, faults, resources
 from intentd.workflow import projection as proj
+from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
 
 log = logging.getLogger("intentd.workflow")
-
-_WAIT_SLICE_SECONDS = 3600.0
 
 
 # Steps -------------------------------------------------------------------------------------------
@@ -41,6 +43,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
     """
     res = resources.get()
     cancel.check(run_id)
+    fence.check()  # a taken-over worker (docs/fleet.md) exits here, before any side effect
     try:
         with res.engine.begin() as conn:
             effects.count_execution(conn, run_id, step_id, attempt)
@@ -52,6 +55,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         return {"ok": True, "output": output}
     except StepError as exc:
         cancel.check(run_id)
+        fence.check()  # a write the database fence refused is no step failure to checkpoint
         # The API serves the code, a fixed text and this reference; the error's own text (host paths,
         # stderr, a daemon's answer) is logged under the reference only. Made inside the step, the
         # reference is checkpointed with its result: a replay serves the same one.
@@ -69,6 +73,7 @@ def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[s
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id, ref)}
     except Exception:
         cancel.check(run_id)
+        fence.check()
         ref = f"err-{uuid.uuid4()}"
         log.exception("ref=%s step %s of %s attempt %d failed unexpectedly", ref, step_id, run_id, attempt)
         err = RetryableStepError("internal error", code="internal_error")
@@ -174,7 +179,7 @@ class _Run:
 def _wait_for(topic: Topic) -> dict[str, Any]:
     faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
     while True:
-        message = DBOS.recv(topic, timeout_seconds=_WAIT_SLICE_SECONDS)
+        message = DBOS.recv(topic, timeout_seconds=WAIT_SLICE_SECONDS)
         if message is not None:
             if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
                 raise RunCanceled(f"run {DBOS.workflow_id} was canceled")
@@ -196,40 +201,42 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     ws = workspace_path(run_id)
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
-    # CompileST, and the questions loop.
+    # CompileST, the questions loop, and the approval gate (a request for changes compiles again).
     answers: dict[str, Any] | None = None
+    feedback: list[str] = []
+    gate = ApprovalGate(run_id, run.recipe.approval)
     while True:
         compiled = run.step(
             StepId.compile,
-            lambda attempt, answers=answers: compile.CompileInput(  # type: ignore[misc]
+            lambda attempt, answers=answers, feedback=list(feedback): compile.CompileInput(  # type: ignore[misc]
                 run_id=run_id,
                 attempt=attempt,
                 goal=run.goal,
                 inputs=run.inputs,
                 constraints=run.constraints,
                 answers=answers,
+                feedback=feedback or None,
                 workspace=ws,
                 repo=repo,
             ),
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
         proj.record_plan(run_id, plan, plan_hash)
-        if not plan["questions"]:
+        if plan["questions"]:
+            proj.wait(run_id, Gate.questions, NextAction.provide_input)
+            event = _wait_for(Topic.input)
+            proj.consume_event(run_id, event["eventId"])
+            answers = {**(answers or {}), **event["payload"]}
+            continue
+        outcome = gate.decide(plan_hash)
+        if outcome.kind == "approved":
             break
-        proj.wait(run_id, Gate.questions, NextAction.provide_input)
-        event = _wait_for(Topic.input)
-        proj.consume_event(run_id, event["eventId"])
-        answers = {**(answers or {}), **event["payload"]}
-
-    # The approval gate. An approval bound to another plan hash does not apply; the run keeps waiting.
-    proj.wait(run_id, Gate.approval, NextAction.approve_plan)
-    while True:
-        approval = _wait_for(Topic.approval)
-        why_not = proj.apply_approval(run_id, approval["approvalId"], plan_hash)
-        if why_not is None:
-            break
-        if why_not != proj.STALE_APPROVAL:
-            proj.wait(run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
+        if outcome.kind == "changes":
+            feedback.append(outcome.feedback)
+            continue
+        # rejected (the shim ended the run) or expired (the gate did): the workflow returns, and its
+        # queue slot is free.
+        return {"runId": run_id, "status": outcome.kind, "planHash": plan_hash}
 
     patch = run.step(
         StepId.apply_patch,

@@ -22,7 +22,8 @@ from intentd_dev.bench import raw
 from intentd_dev.bench.stats import schedule
 
 POLL_SECONDS = 0.05
-TERMINAL = ("succeeded", "failed", "retries_exceeded", "canceled")
+# Where a driven run rests: ended, or failed and waiting for a retry nobody sends here.
+TERMINAL = ("succeeded", "failed", "retries_exceeded", "canceled", "rejected", "expired")
 
 
 @dataclass
@@ -171,7 +172,7 @@ async def pipeline(
             " THEN 'dbos_' || lower(w.status) ELSE r.status END, r.next_action"
             " FROM app.runs r JOIN dbos.workflow_status w ON w.workflow_uuid = r.intent_id"
             " WHERE r.run_id = ANY(%s) AND (r.next_action = 'approve_plan'"
-            " OR r.status IN ('succeeded','failed','retries_exceeded','canceled')"
+            " OR r.status IN ('succeeded','failed','retries_exceeded','canceled','rejected','expired')"
             " OR w.status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'))",
             on_row,
             submitting,

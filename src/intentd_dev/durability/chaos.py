@@ -85,7 +85,7 @@ def _drive(http: httpx.Client, runs: list[Tracked], deadline: float, until_done:
                 continue  # the shim may be briefly without a database during the PostgreSQL restart
             t.status = run.get("status", t.status)
             t.error = run.get("error") or t.error
-            if t.status in ("succeeded", "retries_exceeded", "failed", "canceled"):
+            if t.status in ("succeeded", "retries_exceeded", "failed", "canceled", "rejected", "expired"):
                 t.done_at = time.monotonic()
             elif run.get("nextAction") == "provide_input" and not t.answered:
                 try:

@@ -1,4 +1,5 @@
-"""Runs: list them, read one (by runId or workflowId) or its patch, approve its plan, send it input, retry it, cancel it."""
+"""Runs: list them, read one (by runId or workflowId) or its patch, decide about its plan (approve, reject,
+request changes), send it input, retry it, cancel it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from intentd.api import auth, listing, patch_mail, reads
+from intentd import patch_mail
+from intentd.api import auth, listing, reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
     STORABLE_TEXT,
@@ -17,8 +19,11 @@ from intentd.api.schemas import (
     ApprovePlan,
     CancelAccepted,
     CancelRun,
+    DecisionAccepted,
     ErrorEnvelope,
     EventAccepted,
+    RejectPlan,
+    RequestChanges,
     RetryAccepted,
     RunAudit,
     RunEvent,
@@ -162,7 +167,53 @@ async def get_run(run_id: str, request: Request) -> Any:
 def approve_plan(run_id: str, body: ApprovePlan, request: Request) -> Any:
     handoff: Handoff = request.app.state.handoff
     actor = auth.acting_as(request, body.approved_by)
-    return handoff.approve(run_id, actor.name, body.notes, body.plan_hash, actor=actor)
+    return handoff.approve(
+        run_id, actor.name, body.notes, body.plan_hash, actor=actor, require_plan_hash=_hash_required(request)
+    )
+
+
+def _hash_required(request: Request) -> bool:
+    # With auth on, every decision names the plan it is about.
+    return bool(request.app.state.settings.auth == "tokens")
+
+
+_DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "bad body, or planHash missing with auth on (plan_hash_required)"},
+    409: {
+        "model": ErrorEnvelope,
+        "description": "not_at_gate, past_gate, run_ended, stale_plan, deadline_passed, already_approved "
+        "(the quorum is met); nothing is written",
+    },
+}
+
+
+@router.post("/{run_id}/reject-plan", status_code=202, response_model=DecisionAccepted, responses=_DECISION_ERRORS)
+def reject_plan(run_id: str, body: RejectPlan, request: Request) -> Any:
+    """Reject the plan at the gate: the run ends `rejected` and its workflow returns."""
+    handoff: Handoff = request.app.state.handoff
+    return handoff.decide(
+        run_id,
+        "reject",
+        body.reason,
+        body.plan_hash,
+        actor=request.state.principal,
+        require_plan_hash=_hash_required(request),
+    )
+
+
+@router.post("/{run_id}/request-changes", status_code=202, response_model=DecisionAccepted, responses=_DECISION_ERRORS)
+def request_changes(run_id: str, body: RequestChanges, request: Request) -> Any:
+    """Send the plan back with feedback: it is compiled again, and the run returns to the gate with a
+    new planHash. Approvals of the earlier plan are void."""
+    handoff: Handoff = request.app.state.handoff
+    return handoff.decide(
+        run_id,
+        "request_changes",
+        body.feedback,
+        body.plan_hash,
+        actor=request.state.principal,
+        require_plan_hash=_hash_required(request),
+    )
 
 
 @router.post("/{run_id}/events", status_code=202, response_model=EventAccepted)
