@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -44,8 +45,19 @@ class Fence:
         """One indexed round trip; calls `fenced` when the executor or the workflow is no longer ours."""
         if self.stopped.is_set():
             return
+        try:
+            row = self._read(workflow_id)
+        except sa.exc.OperationalError:
+            return  # database unreachable: no write can land either, and the trigger checks each one
+        if row is None or int(row[0]) != self.generation:
+            by = None if row is None else row[1]
+            self.fenced(f"generation {self.generation} is no longer current (taken over by {by})")
+        elif workflow_id and row[2] is not None and row[2] != self.executor_id:
+            self.fenced(f"workflow {workflow_id} now belongs to executor {row[2]}")
+
+    def _read(self, workflow_id: str | None) -> Any:
         with self.engine.connect() as conn:
-            row = conn.execute(
+            return conn.execute(
                 sa.text(
                     "SELECT w.generation, w.taken_over_by,"
                     f" (SELECT s.executor_id FROM {self.dbos_schema}.workflow_status s WHERE s.workflow_uuid = :wf)"
@@ -53,11 +65,6 @@ class Fence:
                 ),
                 {"e": self.executor_id, "wf": workflow_id or ""},
             ).first()
-        if row is None or int(row[0]) != self.generation:
-            by = None if row is None else row[1]
-            self.fenced(f"generation {self.generation} is no longer current (taken over by {by})")
-        elif workflow_id and row[2] is not None and row[2] != self.executor_id:
-            self.fenced(f"workflow {workflow_id} now belongs to executor {row[2]}")
 
     def fenced(self, why: str) -> None:
         if self.stopped.is_set():

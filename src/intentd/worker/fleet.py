@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from intentd.config import Settings
 from intentd.db import fence
 from intentd.errors import IntentdError
 from intentd.sandbox._procs import pid_alive
+from intentd.telemetry import metrics
 
 log = logging.getLogger("intentd.fleet")
 
@@ -108,6 +110,10 @@ class Fleet:
         self.generation = generation
         self.fence = fence.Fence(engine, executor_id, generation, settings.dbos_system_schema)
         self._stop = threading.Event()
+        # Since when this worker's beats have all landed: it reaps only after a full takeover limit
+        # of them, so after a database outage (when every heartbeat went stale at once) the others
+        # get that long to beat again before anyone is taken over.
+        self._beating_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="fleet", daemon=True)
 
     def start(self) -> None:
@@ -133,8 +139,13 @@ class Fleet:
         while True:
             try:
                 if self.beat():
-                    self.reap()
+                    now = time.monotonic()
+                    self._beating_since = self._beating_since or now
+                    if now - self._beating_since >= self.settings.takeover_seconds:
+                        self.reap()
             except sa.exc.SQLAlchemyError as exc:
+                self._beating_since = None
+                metrics.HEARTBEATS.labels("error").inc()
                 # A restarting PostgreSQL: keep trying. Past the takeover limit others take us over,
                 # and the next beat that lands finds the generation bumped.
                 log.warning("fleet: database unreachable (%s); retrying", type(exc).__name__)
@@ -151,8 +162,10 @@ class Fleet:
                 {"e": self.executor_id, "g": self.generation, "p": os.getpid()},
             ).first()
         if row is None:
+            metrics.HEARTBEATS.labels("fenced").inc()
             self.fence.fenced("its heartbeat found the generation bumped")
             return False
+        metrics.HEARTBEATS.labels("ok").inc()
         return True
 
     def reap(self) -> list[Takeover]:
@@ -229,6 +242,8 @@ class Fleet:
         # atomic dequeue gives each to exactly one live worker and writes a new owner token, so the
         # dead process's late checkpoints cannot land either.
         handles = DBOS._recover_pending_workflows([executor_id])
+        metrics.TAKEOVERS.inc()
+        metrics.RECOVERED.inc(len(handles))
         with self.engine.begin() as conn:
             conn.execute(
                 sa.text(

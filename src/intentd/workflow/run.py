@@ -24,7 +24,7 @@ from intentd.db import effects, fence
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
-from intentd.workflow import cancel, faults, resources
+from intentd.workflow import cancel, deliver, faults, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
@@ -268,10 +268,13 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             sandbox=bounds,
         ),
     )
+    to_deliver = deliver.after_execute(run_id, args["intent_id"], ws, repo, run.recipe)  # keeps the base commit
     proj.end(run_id, RunStatus.succeeded)
+    delivered = deliver.on_success(to_deliver, run_id)  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
         "status": RunStatus.succeeded,
         "planHash": plan_hash,
         "commands": len(executed["commands"]),
+        "delivery": delivered,
     }
