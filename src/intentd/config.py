@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # Set by CI runners (CI=true): a live test that would skip (opencode missing) fails instead.
     # Kept as text: a runner's unusual value must not stop intentd from starting.
     ci_env: str = Field("", validation_alias="CI")
+    # Telemetry (docs/observability.md). Spans are exported over OTLP/HTTP only when this is set
+    # (the standard variable: its base URL, /v1/traces is appended); unset, tracing is off and costs
+    # nothing. The test span file (intentd_dev.testing.span_file, loaded by name) is the other way on.
+    otel_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    trace_file: Path | None = Field(None, validation_alias="INTENTD_TRACE_FILE")
+    # Several shim processes: prometheus-client keeps each process's samples in files here (it reads
+    # the variable itself, at import) and /metrics adds them up. Unset: one process, in memory.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     # The worker's, the shim's and the bench baseline's logging level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", validation_alias="LOG_LEVEL")
 
@@ -101,6 +109,20 @@ class Settings(BaseSettings):
         "7d", pattern=r"^(off|\d+(\.\d+)?[smhd]?)$", validation_alias="INTENTD_WORKSPACE_RETENTION"
     )
     retention_sweep_seconds: float = Field(300.0, gt=0, validation_alias="INTENTD_RETENTION_SWEEP_SECONDS")
+
+    # Event streams (docs/events.md): a `: ping` comment this often on an idle stream, and a stream's
+    # longest life (0: unlimited); a client resumes with Last-Event-ID, as EventSource does by itself.
+    stream_ping_seconds: float = Field(15.0, gt=0, validation_alias="INTENTD_STREAM_PING_SECONDS")
+    stream_max_seconds: float = Field(3600.0, ge=0, validation_alias="INTENTD_STREAM_MAX_SECONDS")
+    # Webhooks (docs/events.md): a JSON list of {name, url, secretEnv, events?}, or "@/path/file.json".
+    # The secret is read from the environment variable secretEnv names, never written in a file.
+    webhooks_raw: str = Field("", validation_alias="INTENTD_WEBHOOKS")
+    # Hosts a webhook URL may name besides loopback ones (comma-separated host names; no port).
+    webhook_hosts_raw: str = Field("", validation_alias="INTENTD_WEBHOOK_HOSTS")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, validation_alias="INTENTD_WEBHOOK_TIMEOUT")
+    webhook_max_attempts: int = Field(8, ge=1, validation_alias="INTENTD_WEBHOOK_MAX_ATTEMPTS")
+    # The first retry's wait; each next one doubles it.
+    webhook_backoff_seconds: float = Field(1.0, ge=0, validation_alias="INTENTD_WEBHOOK_BACKOFF")
 
     # The operator CLI (`intentd submit|runs|watch|approve …`, docs/cli.md): the shim it speaks to
     # and the bearer token it sends (INTENTD_AUTH=tokens). Kept out of repr: a token is a secret.
@@ -198,3 +220,8 @@ def to_sqlalchemy_url(url: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def webhook_secret(env_name: str) -> str | None:
+    """A webhook's signing secret, from the environment variable its configuration names."""
+    return os.environ.get(env_name)

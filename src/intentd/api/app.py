@@ -12,13 +12,14 @@ from typing import Any
 from dbos import DBOSClient
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from intentd import __version__, console
-from intentd.api import auth, reads
+from intentd.api import auth, reads, stream
 from intentd.api.body_limit import BodyLimit
+from intentd.api.event_hub import EventHub
 from intentd.api.handoff import Handoff
 from intentd.api.openapi import document
 from intentd.api.routes import intents, runs
@@ -26,6 +27,7 @@ from intentd.config import Settings, get_settings
 from intentd.db.connection import create_engine
 from intentd.errors import IntentdError
 from intentd.recipes import load_recipes
+from intentd.telemetry import metrics, tracing
 
 log = logging.getLogger("intentd.api")
 
@@ -77,9 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
         app.state.read_pool = reads.open_pool(settings)
         await app.state.read_pool.open(wait=False)
+        app.state.event_hub = EventHub(settings.database_url)  # the one LISTEN connection (streams)
+        await app.state.event_hub.start()
         try:
             yield
         finally:
+            await app.state.event_hub.stop()
             await app.state.read_pool.close()
             client.destroy()
             engine.dispose()
@@ -97,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: the Host check, the token, the route's roles and the write budget are decided before
     # anything reads the body or the database is written (docs/identity.md).
     app.add_middleware(auth.Auth, settings=settings)
+    # Each request's duration by route template (docs/observability.md); refusals above count too.
+    app.add_middleware(metrics.HttpMetrics)
 
     @app.exception_handler(IntentdError)
     async def intentd_error(_: Request, exc: IntentdError) -> JSONResponse:
@@ -140,7 +147,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(intents.router)
     app.include_router(runs.router)
+    app.include_router(stream.router)
     console.install(app, settings)  # /ui; its session middleware wraps the auth middleware
+    scrape = metrics.registry(
+        metrics.DatabaseCollector(lambda: getattr(app.state, "engine", None), settings.dbos_system_schema),
+        settings.prometheus_multiproc_dir,
+    )
+
+    # Prometheus text, not part of the JSON API: kept out of the OpenAPI document. Its roles are
+    # READ in ROUTE_ROLES (with auth on, scrape with a viewer token). A sync route: the gauges'
+    # queries run on the thread pool, off the event loop.
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(scrape), media_type=metrics.CONTENT_TYPE)
+
     auth.check_routes(app)  # every route declares its roles, or the shim does not start
     document(app, settings)
+    if tracing.setup(settings, "intentd-shim"):
+        tracing.instrument_fastapi(app)
     return app
