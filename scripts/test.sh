@@ -21,6 +21,7 @@ step "quick (check, unit, integration, crashdemo, contract)" mise run quick
 step "e2e (separate processes over HTTP)" mise run test:e2e
 step "crash matrix (a SIGKILL at each boundary)" mise run test:chaos:matrix
 step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 40 --converge-seconds 150
+step "fleet chaos (short: 3 workers, one SIGKILLed for good, a fenced zombie, a PostgreSQL restart)" mise run fleet:chaos -- --runs 12 --submit-seconds 20 --stop-seconds 15 --takeover-seconds 6 --heartbeat-seconds 1 --converge-seconds 150
 step "chaos live (short: real OpenCode daemon)" mise run wf:intent:chaos:live -- --runs 9 --chaos-seconds 60 --converge-seconds 180 --min-gap 0.5 --max-gap 1.5
 step "oracles" mise run oracles
 
