@@ -47,7 +47,7 @@ def test_register_bumps_generation_and_refuses_a_live_holder(db_settings: Settin
     assert fleet.register(engine, settings, "fence-a") == first + 1
     with engine.begin() as conn:  # as if another live process on another host held it
         conn.execute(sa.text("UPDATE app.workers SET host = 'elsewhere', pid = 1 WHERE executor_id = 'fence-a'"))
-    with pytest.raises(fleet.ExecutorIdInUse, match="held by a live worker .*INTENTD_EXECUTOR_ID"):
+    with pytest.raises(fleet.ExecutorIdInUse, match=r"held by a live worker .*INTENTD_EXECUTOR_ID"):
         fleet.register(engine, settings, "fence-a")
     with engine.begin() as conn:  # its heartbeat goes stale: the id is free again
         conn.execute(
