@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -25,6 +26,9 @@ log = logging.getLogger("intentd.workflow")
 
 # How often a step in flight (a sandboxed command, an OpenCode prompt) looks at its run row.
 POLL_SECONDS = 0.5
+# How long a step's cancel check waits for an unreachable database (a PostgreSQL restart) before
+# giving up: nothing the step could do next reaches the database either, so waiting costs nothing.
+UNREACHABLE_WAIT_SECONDS = 120.0
 
 
 def is_canceled(run_id: str) -> bool:
@@ -34,8 +38,22 @@ def is_canceled(run_id: str) -> bool:
 
 
 def check(run_id: str) -> None:
-    """Raise RunCanceled when the operator canceled the run."""
-    if is_canceled(run_id):
+    """Raise RunCanceled when the operator canceled the run.
+
+    Waits out an unreachable database (up to UNREACHABLE_WAIT_SECONDS): raised from inside a step,
+    a connection error would be checkpointed as the step's outcome and end the workflow in ERROR.
+    """
+    deadline = time.monotonic() + UNREACHABLE_WAIT_SECONDS
+    while True:
+        try:
+            canceled = is_canceled(run_id)
+            break
+        except sa.exc.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("cancel check of %s: the database is unreachable; retrying", run_id)
+            time.sleep(1.0)
+    if canceled:
         raise RunCanceled(f"run {run_id} was canceled")
 
 
