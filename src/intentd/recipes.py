@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from intentd.domain import Workload
+from intentd.webhooks.endpoints import Endpoint as WebhookEndpoint
 
 DEFAULT_RECIPE = "sandbox-default"
 WORKLOAD_FIELDS = ("concurrency", "steps", "sandboxMinutes", "sandboxDiskMb")
@@ -141,6 +142,8 @@ class Recipe(BaseModel):
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     deliver: DeliverPolicy | None = None
+    # [[recipes.X.webhooks]]: endpoints for this recipe's runs only (docs/events.md)
+    webhooks: list[WebhookEndpoint] = Field(default_factory=list)
 
     def breaches(self, workload: dict[str, Any]) -> list[dict[str, Any]]:
         """Every field over its cap, with limit and value (empty when within caps)."""

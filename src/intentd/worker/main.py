@@ -28,6 +28,9 @@ from intentd.hardening import restrict_umask
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.sandbox import runner as sandbox_runner
+from intentd.webhooks import delivery as webhook_delivery
+from intentd.webhooks import dispatcher as webhook_dispatcher
+from intentd.webhooks import endpoints as webhook_endpoints
 from intentd.worker import admin, fleet, memory, retention
 from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
@@ -50,10 +53,13 @@ class Worker:
     fleet: fleet.Fleet
     admin_server: ThreadingHTTPServer | None
     sweeper: retention.Sweeper | None = None  # workspace retention (INTENTD_WORKSPACE_RETENTION)
+    webhooks: webhook_dispatcher.Dispatcher | None = None  # INTENTD_WEBHOOKS, [[recipes.X.webhooks]]
 
     def stop(self) -> None:
         if self.sweeper is not None:
             self.sweeper.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.fleet.stop()
         if self.admin_server is not None:
             self.admin_server.shutdown()
@@ -111,6 +117,11 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     orphans = sandbox_runner.kill_orphans()
     if orphans:
         log.warning("killed %d sandbox process(es) orphaned by a dead worker: %s", len(orphans), orphans)
+    # Webhook endpoints are checked (URL policy, secret present) before anything runs: fail closed.
+    common_hooks = webhook_endpoints.global_endpoints(settings)
+    recipe_hooks = {name: r.webhooks for name, r in recipes.items()}
+    webhook_endpoints.validate([*common_hooks, *(e for hooks in recipe_hooks.values() for e in hooks)], settings)
+    webhook_delivery.bind(engine, settings)
     DBOS.listen_queues(queues)
     DBOS.launch()
     for name in queues:
@@ -125,6 +136,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     members = fleet.Fleet(engine, settings, ident, generation)
     members.start()
     sweeper = retention.Sweeper(engine, settings).start()
+    hooks = webhook_dispatcher.Dispatcher(engine, settings, common_hooks, recipe_hooks).start()
     uptime = admin.Uptime()
 
     def snapshot(path: str) -> dict[str, Any] | None:
@@ -160,7 +172,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         settings.admin_port,
         settings.oc_mode,
     )
-    return Worker(settings, ident, engine, opencode, members, server, sweeper)
+    return Worker(settings, ident, engine, opencode, members, server, sweeper, hooks)
 
 
 def _rss_kb() -> int:

@@ -1,0 +1,184 @@
+"""Webhooks against a real worker and shim, with receivers on loopback started here: signed deliveries
+with the event's id as idempotency key, retries with backoff past a receiver that fails its first 3,
+and a delivery that survives a worker SIGKILL mid-POST (at-least-once: the duplicate is counted)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+
+from intentd import stack as stack_mod
+from intentd.config import Settings
+from intentd.webhooks.endpoints import SIGNATURE_HEADER, verify
+from tests.e2e.conftest import Stack, start_stack
+
+pytestmark = pytest.mark.timeout(300)
+SECRET = "whsec-test-" + uuid.uuid4().hex
+
+
+@dataclass
+class Receiver:
+    """An HTTP receiver on loopback: records every POST; fails the first `fail_first`; holds the first
+    `hold_first` requests for `hold_seconds` (a delivery in flight to kill the worker during)."""
+
+    fail_first: int = 0
+    hold_first: int = 0
+    hold_seconds: float = 0.0
+    got: list[dict[str, Any]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                n = len(receiver.got)
+                receiver.got.append({"headers": dict(self.headers), "body": body, "at": time.time()})
+                receiver.arrived.set()
+                if n < receiver.hold_first:
+                    time.sleep(receiver.hold_seconds)
+                code = 500 if n < receiver.fail_first else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(g["body"]) for g in self.got]
+
+
+@dataclass
+class Hooks:
+    stack: Stack
+    extra: dict[str, str]
+    ok: Receiver
+    flaky: Receiver
+    slow: Receiver
+
+
+@pytest.fixture(scope="module")
+def hooks(pg_server: Settings) -> Iterator[Hooks]:
+    ok, flaky, slow = Receiver(), Receiver(fail_first=3), Receiver(hold_first=1, hold_seconds=8)
+    endpoints = [
+        {"name": "ok", "url": ok.url, "secretEnv": "WH_SECRET"},
+        {"name": "flaky", "url": flaky.url, "secretEnv": "WH_SECRET", "events": ["run.succeeded"]},
+        {"name": "slow", "url": slow.url, "secretEnv": "WH_SECRET", "events": ["run.canceled"]},
+    ]
+    name = f"hooks_{uuid.uuid4().hex[:8]}"
+    env = {
+        "INTENTD_WEBHOOKS": json.dumps(endpoints),
+        "WH_SECRET": SECRET,
+        "INTENTD_WEBHOOK_BACKOFF": "0.2",
+        "INTENTD_WEBHOOK_TIMEOUT": "20",
+    }
+    s = start_stack(pg_server, name, env=env)
+    extra = {
+        "DATABASE_URL": s.settings.database_url,
+        "INTENTD_TMP": str(s.settings.tmp_dir),
+        "INTENTD_EXECUTOR_ID": f"e2e-{name}",
+        **env,
+    }
+    h = Hooks(s, extra, ok, flaky, slow)
+    yield h
+    h.stack.stop()
+    for r in (ok, flaky, slow):
+        r.server.shutdown()
+
+
+def _wait(cond: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _deliveries(url: str, run_id: str) -> dict[tuple[str, str], tuple[str, int, int | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT endpoint, event, status, attempts, last_status FROM app.webhook_deliveries WHERE run_id = %s",
+            (run_id,),
+        ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+
+def test_run_events_are_delivered_signed_with_the_event_id_as_key(hooks: Hooks) -> None:
+    s = hooks.stack
+    _, run_id = s.run("demo c5")
+    s.wait_status(run_id, "waiting_input")
+    assert s.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
+    s.wait_status(run_id, "succeeded")
+    _wait(lambda: any(e["type"] == "run.succeeded" and e["runId"] == run_id for e in hooks.ok.events()))
+    mine = [g for g in hooks.ok.got if json.loads(g["body"])["runId"] == run_id]
+    types = [json.loads(g["body"])["type"] for g in mine]
+    assert types == ["run.waiting", "run.succeeded"] or sorted(types) == ["run.succeeded", "run.waiting"]
+    waiting = next(json.loads(g["body"]) for g in mine if json.loads(g["body"])["type"] == "run.waiting")
+    assert waiting["data"]["nextAction"] == "approve_plan"
+    for g in mine:
+        body, headers = g["body"], g["headers"]
+        assert verify(SECRET, headers[SIGNATURE_HEADER], body, now=int(time.time()))
+        assert not verify("wrong", headers[SIGNATURE_HEADER], body, now=int(time.time()))
+        assert not verify(SECRET, headers[SIGNATURE_HEADER], body + b" ", now=int(time.time()))
+        assert headers["Idempotency-Key"] == json.loads(body)["id"]
+        assert headers["Intentd-Event"] == json.loads(body)["type"]
+    with psycopg.connect(s.settings.database_url) as conn:
+        ids = {str(r[0]) for r in conn.execute("SELECT id FROM app.events WHERE run_id = %s", (run_id,))}
+    assert {json.loads(g["body"])["id"] for g in mine} <= ids
+    rows = _deliveries(s.settings.database_url, run_id)
+    assert rows[("ok", "run.succeeded")] == ("delivered", 1, 200)
+    assert rows[("ok", "run.waiting")] == ("delivered", 1, 200)
+
+
+def test_a_receiver_failing_its_first_3_deliveries_gets_the_4th_with_the_same_key(hooks: Hooks) -> None:
+    s = hooks.stack
+    _wait(lambda: len(hooks.flaky.got) >= 4)  # the run of the first test succeeded: one event for flaky
+    keys = {g["headers"]["Idempotency-Key"] for g in hooks.flaky.got[:4]}
+    assert len(keys) == 1
+    gaps = [b["at"] - a["at"] for a, b in zip(hooks.flaky.got[:3], hooks.flaky.got[1:4], strict=True)]
+    assert gaps[2] > gaps[0]  # exponential backoff: 0.2, 0.4, 0.8 s
+    run_id = json.loads(hooks.flaky.got[0]["body"])["runId"]
+    _wait(lambda: _deliveries(s.settings.database_url, run_id)[("flaky", "run.succeeded")][0] == "delivered")
+    assert _deliveries(s.settings.database_url, run_id)[("flaky", "run.succeeded")] == ("delivered", 4, 200)
+
+
+def test_a_delivery_in_flight_survives_a_worker_sigkill(hooks: Hooks) -> None:
+    s = hooks.stack
+    _, run_id = s.run("demo c5")
+    s.wait_status(run_id, "waiting_input")
+    assert s.http.post(f"/runs/{run_id}/cancel", json={}).status_code == 202
+    assert hooks.slow.arrived.wait(60), "the delivery never reached the receiver"
+    s.worker.kill(signal.SIGKILL)  # the receiver still holds the first POST: no answer was recorded
+    with psycopg.connect(s.settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT status, attempts FROM app.webhook_deliveries WHERE run_id = %s AND endpoint = 'slow'", (run_id,)
+        ).fetchone()
+    assert row == ("pending", 1)
+    s.worker = stack_mod.worker(s.settings, **hooks.extra)
+    s.worker.start()
+    stack_mod.wait_http(f"http://127.0.0.1:{s.settings.admin_port}/healthz", timeout=60, proc=s.worker)
+    _wait(lambda: _deliveries(s.settings.database_url, run_id).get(("slow", "run.canceled"), ("",))[0] == "delivered")
+    status, attempts, last = _deliveries(s.settings.database_url, run_id)[("slow", "run.canceled")]
+    keys = [g["headers"]["Idempotency-Key"] for g in hooks.slow.got]
+    # At-least-once: the POST the kill interrupted is sent again, with the same key; both are counted.
+    assert len(hooks.slow.got) == attempts == 2 and len(set(keys)) == 1
+    assert (status, last) == ("delivered", 200)
