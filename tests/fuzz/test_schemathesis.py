@@ -46,6 +46,9 @@ OPERATIONS = [
     "POST /runs/{run_id}/events",
     "POST /runs/{run_id}/retry",
     "POST /runs/{run_id}/cancel",
+    "GET /runs/{run_id}/events/stream",
+    "GET /events/stream",
+    "POST /runs/{run_id}/deliver",
 ]
 _NO_INPUT = {"GET /healthz"}
 _HEALTHZ_CASES = 1  # no input: Hypothesis generates the one request there is

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from dbos import DBOSClient
+from dbos import DBOSClient, EnqueueOptions
 from dbos._error import DBOSException
 
+from intentd import delivery
 from intentd.api import decisions
 from intentd.db import audit
 from intentd.db import runs as q
@@ -64,7 +66,14 @@ class Handoff:
         return recipe, resolved
 
     def start_run(
-        self, intent_id: str, recipe: Recipe, workload: dict[str, Any], trace_id: str | None, *, actor: Principal
+        self,
+        intent_id: str,
+        recipe: Recipe,
+        workload: dict[str, Any],
+        trace_id: str | None,
+        *,
+        actor: Principal,
+        otel_context: Any = None,
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
             # An id with NUL names nothing (and PostgreSQL text could not even be compared with it).
@@ -94,15 +103,20 @@ class Handoff:
                 approval=recipe.approval.for_run(),
             )
             _between_halves("start_run")
+            options: EnqueueOptions = {
+                "workflow_name": WORKFLOW_NAME,
+                "queue_name": recipe.queue,
+                "workflow_id": intent_id,
+                "app_version": self.app_version,
+                "workflow_id_reuse_policy": "reject",
+            }
+            if otel_context is not None:
+                # The run's trace (telemetry/tracing.py): DBOS stores it in the workflow's attributes
+                # and parents the workflow's span to it on any worker, after a recovery too.
+                options["otel_context"] = otel_context
             self.client.enqueue_in_transaction(
                 conn,
-                {
-                    "workflow_name": WORKFLOW_NAME,
-                    "queue_name": recipe.queue,
-                    "workflow_id": intent_id,
-                    "app_version": self.app_version,
-                    "workflow_id_reuse_policy": "reject",
-                },
+                options,
                 # The recipe travels with the workflow's input (checkpointed by DBOS): its retry budget
                 # shapes the workflow's steps, so a replay must never read a since-edited file.
                 {"run_id": run["run_id"], "intent_id": intent_id, "recipe": recipe.model_dump(mode="json")},
@@ -327,6 +341,15 @@ class Handoff:
         except (sa.exc.SQLAlchemyError, DBOSException):
             log.warning("run %s: DBOS cancel failed; the worker cancels it at its next check", run["run_id"])
         return {**run, "status": "canceled", "event_id": event_id, "from_status": status}
+
+    # POST /runs/{id}/deliver --------------------------------------------------------------------
+
+    def deliver(
+        self, run_ref: str, branch: str, *, actor: Principal, roots: Sequence[Path], tmp_dir: Path
+    ) -> tuple[dict[str, Any], bool]:
+        """The run's commit as a new branch of its repository: its row, its audit row and the ref
+        under the run row's lock (intentd.delivery). No DBOS half: the run's workflow has ended."""
+        return delivery.deliver(self.engine, run_ref, branch, actor=actor, roots=roots, tmp_dir=tmp_dir)
 
     def _locked_run(self, conn: sa.Connection, run_ref: str) -> dict[str, Any]:
         run = None if "\x00" in run_ref else q.get_run(conn, run_ref, lock=True)

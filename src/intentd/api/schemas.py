@@ -227,6 +227,21 @@ class CancelRun(Strict):
     canceled_by: Text | None = Field(None, alias="canceledBy", max_length=200)
 
 
+# What `git check-ref-format` refuses anywhere in a name, and a leading '-'; the rest (`..`, `@{`,
+# `.lock`, a trailing '/' or '.') is git's own check: 400 bad_branch as well.
+BRANCH_NAME = r"^[^\x00-\x20\x7f~^:?*\[\\-][^\x00-\x20\x7f~^:?*\[\\]*$"
+
+
+class DeliverRun(Strict):
+    branch: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=BRANCH_NAME,
+        description="The branch to create in the intent's inputs.repo (a new one: an existing branch is never "
+        "moved). Must pass `git check-ref-format --branch`.",
+    )
+
+
 # Responses -------------------------------------------------------------------------------------
 
 
@@ -356,6 +371,17 @@ class EventAccepted(Accepted):
 class CancelAccepted(Accepted):
     event_id: int = Field(serialization_alias="eventId", description="The run_events row of the cancel.")
     from_status: str = Field(serialization_alias="fromStatus", description="The status the cancel ended.")
+
+
+class Delivery(BaseModel):
+    delivery_id: int = Field(serialization_alias="deliveryId")
+    run_id: str = Field(serialization_alias="runId")
+    repo: str = Field(description="The intent's inputs.repo.")
+    branch: str
+    commit: str = Field(description="The delivered commit: the run's patch on the commit the run cloned.")
+    op_key: str = Field(serialization_alias="opKey", description="A repeat with the same opKey returns this row.")
+    delivered_by: str = Field(serialization_alias="deliveredBy")
+    at: datetime
 
 
 class RetryAccepted(Accepted):

@@ -25,38 +25,11 @@ from pathlib import Path
 from intentd import repo_policy
 from intentd.config import get_settings
 from intentd.errors import PermanentStepError, RepoNotAllowed
+from intentd.safe_git import GIT_ENV as _GIT_ENV
+from intentd.safe_git import config_args as _config_args
 
 # Names that make a directory a git repository (or its link) to any git that walks into it.
 PLANTED_GIT_NAMES = frozenset({".git"})
-
-_GIT_ENV = {
-    "GIT_AUTHOR_NAME": "intentd",
-    "GIT_AUTHOR_EMAIL": "intentd@localhost",
-    "GIT_COMMITTER_NAME": "intentd",
-    "GIT_COMMITTER_EMAIL": "intentd@localhost",
-    # Only the repository's own config (in the private git dir) is read: never /etc/gitconfig,
-    # ~/.gitconfig or $XDG_CONFIG_HOME/git/*.
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_ATTR_NOSYSTEM": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_OPTIONAL_LOCKS": "0",
-    "HOME": "/nonexistent",
-    "XDG_CONFIG_HOME": "/nonexistent",
-    "PATH": "/usr/bin:/bin",
-    "LC_ALL": "C",
-}
-# Command-line config outranks the repository's: whatever a config file says, none of these runs.
-_HARDENING = (
-    "core.fsmonitor=false",
-    "core.hooksPath=/dev/null",
-    "core.attributesFile=/dev/null",
-    "core.untrackedCache=false",
-    "core.bare=false",
-    "submodule.recurse=false",
-    "protocol.allow=never",
-    "protocol.file.allow=always",
-)
 
 
 def git_dir(workspace: Path, git_root: Path | None = None) -> Path:
@@ -65,10 +38,6 @@ def git_dir(workspace: Path, git_root: Path | None = None) -> Path:
     root = get_settings().git_dirs if git_root is None else git_root
     digest = hashlib.sha256(str(workspace.absolute()).encode()).hexdigest()[:12]
     return root / f"{workspace.name}-{digest}"
-
-
-def _config_args(*extra: str) -> list[str]:
-    return [arg for item in (*_HARDENING, *extra) for arg in ("-c", item)]
 
 
 def _git_argv(workspace: Path, gd: Path, args: Sequence[str]) -> list[str]:
@@ -257,6 +226,13 @@ def _require_git_dir(workspace: Path, git_root: Path | None) -> Path:
             code="workspace_error",
         )
     return gd
+
+
+def head_commit(workspace: Path, *, git_root: Path | None = None) -> str:
+    """The commit the workspace was made at (its HEAD: ApplyPatchST never commits): what a delivery
+    applies the run's patch to."""
+    gd = _require_git_dir(workspace, git_root)
+    return _git(workspace, gd, "rev-parse", "--verify", "HEAD^{commit}").strip()
 
 
 def planted_git(workspace: Path) -> list[str]:

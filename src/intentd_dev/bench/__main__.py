@@ -23,7 +23,7 @@ from typing import Any
 
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
-from intentd_dev.bench import cpu, database, drive, memory, paired, profile, raw, report
+from intentd_dev.bench import cpu, database, disk, drive, memory, paired, profile, raw, report
 from intentd_dev.bench.measure import await_completed, growth, metrics_rss, per_run, throughput, workflow_latencies
 from intentd_dev.bench.stats import ratio, summarize
 
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         after = database.settled_counters(settings.database_url)
         writes = per_run(before, after, len(warm.run_ids))
         _log(f"warm-up: {database.run_statuses(settings.database_url, warm.run_ids)}; per run {writes}")
+        disk_per_run = disk.per_run(settings, warm.run_ids)  # golden-path runs, before any retention sweep
+        _log(disk.line(disk_per_run))
         mem["worker"]["after_warmup"] = metrics_rss(args.admin_port)
         mem["shim"]["after_warmup"] = raw.rss_kb(shim.pid)
         if args.tracemalloc:
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_ms_per_run": {"pipeline": pipe_cpu, "raw_dbos": raw_result.get("cpu_ms_per_run")},
             "http": http_results,
             "memory_kb": mem,
+            "disk_per_run": disk_per_run,
             "profile": {
                 "worker": None if spy is None else spy.summary(),
                 "raw_worker": raw_result.get("profile"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from intentd.config import REPO_ROOT
+from intentd_dev.bench import disk
 
 
 def _first(path: str, prefix: str) -> str | None:
@@ -88,6 +89,8 @@ def table(result: dict[str, Any]) -> str:
         if c:
             parts = ", ".join(f"{k.removesuffix('_ms')} {v}" for k, v in c.items() if k.endswith("_ms") and v)
             lines.append(f"CPU ms/run {name:<11} {parts}; {c['cores_busy']} cores busy")
+    if result.get("disk_per_run"):
+        lines.append(disk.line(result["disk_per_run"]))
     lines.append("")
     lines.append(f"{'latency (ms)':<34}{'p50':>9}{'p90':>9}{'p99':>9}{'n':>6}")
     for phase in ("paced", "burst", "raw_burst"):

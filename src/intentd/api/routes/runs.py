@@ -20,6 +20,8 @@ from intentd.api.schemas import (
     CancelAccepted,
     CancelRun,
     DecisionAccepted,
+    DeliverRun,
+    Delivery,
     ErrorEnvelope,
     EventAccepted,
     RejectPlan,
@@ -237,6 +239,33 @@ def cancel(run_id: str, request: Request, body: CancelRun | None = None) -> Any:
     actor = auth.acting_as(request, body.canceled_by)
     named = body.canceled_by or (actor.name if actor.authenticated else None)
     return handoff.cancel(run_id, body.reason, named, actor=actor)
+
+
+@router.post(
+    "/{run_id}/deliver",
+    status_code=202,
+    response_model=Delivery,
+    responses={
+        200: {"model": Delivery, "description": "delivered before (same opKey): the same branch and commit"},
+        400: {"model": ErrorEnvelope, "description": "bad body or branch name (bad_branch); nothing is written"},
+        404: {"model": ErrorEnvelope, "description": "no such run"},
+        409: {
+            "model": ErrorEnvelope,
+            "description": "run_not_succeeded, no_repo, no_base, repo_not_allowed, branch_checked_out, "
+            "branch_exists (with another commit), patch_does_not_apply; nothing is written",
+        },
+    },
+)
+def deliver(run_id: str, body: DeliverRun, request: Request) -> Any:
+    """Create `branch` in the intent's allowed inputs.repo holding one commit: the run's patch on the
+    commit the run cloned, the intent as its message, Plan-Hash and Approved-by trailers. The
+    repository's checked-out branch, index and working tree are never touched, and nothing of it runs."""
+    handoff: Handoff = request.app.state.handoff
+    settings = request.app.state.settings
+    found, created = handoff.deliver(
+        run_id, body.branch, actor=request.state.principal, roots=settings.repo_roots, tmp_dir=settings.tmp_dir
+    )
+    return JSONResponse(Delivery.model_validate(found).model_dump(mode="json", by_alias=True), 202 if created else 200)
 
 
 @router.get("/{run_id}/audit", response_model=RunAudit, responses={404: {"model": ErrorEnvelope}})

@@ -43,12 +43,23 @@ def _body(goal: str) -> list[str]:
     return safe
 
 
+def _trailers(plan_hash: str | None, approvers: list[str]) -> list[str]:
+    return [f"Plan-Hash: {_one_line(plan_hash or 'none')}", *(f"Approved-by: {_one_line(name)}" for name in approvers)]
+
+
+def commit_message(*, goal: str, plan_hash: str | None, approvers: list[str]) -> str:
+    """The message of a delivered commit (intentd.delivery): the mail's subject without `[PATCH]`,
+    its body and its trailers, so `git log` shows what `git am` of the mail would have made."""
+    first = next((line for line in goal.splitlines() if line.strip()), "intent")
+    body = _body(goal)
+    return "\n".join([_one_line(first), "", *([*body, ""] if body else []), *_trailers(plan_hash, approvers)]) + "\n"
+
+
 def mbox(*, goal: str, diff: str, plan_hash: str | None, approvers: list[str], date: datetime, version: str) -> str:
     """The mail: the goal's first line as subject, the rest as body, then Plan-Hash and one
     Approved-by trailer per applied approval, `---`, the diff, and the signature."""
     body = _body(goal)
-    trailers = [f"Plan-Hash: {_one_line(plan_hash or 'none')}"]
-    trailers += [f"Approved-by: {_one_line(name)}" for name in approvers]
+    trailers = _trailers(plan_hash, approvers)
     lines = [
         f"From {ZERO_COMMIT} Mon Sep 17 00:00:00 2001",
         "From: intentd <intentd@localhost>",

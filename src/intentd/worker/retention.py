@@ -1,0 +1,121 @@
+"""Workspace retention: a periodic sweep in the worker removes the workspaces of ended runs.
+
+Every run leaves a full checkout under the workspaces root and a private git dir under
+`<INTENTD_TMP>/git-dirs`; nothing else removes them. A run that has ENDED (succeeded, canceled,
+rejected, expired: nothing will ever run in it again) loses both once it ended longer ago than
+INTENTD_WORKSPACE_RETENTION. A failed or retries_exceeded run keeps them while it waits for an
+operator retry; a live run is never touched (its status is not an ended one, and an ended status is
+final). The patch, the artifacts and the audit trail live in the database and stay.
+
+Cheap and batched: one directory listing of each root, then one query per batch of names; the
+names are run ids (`run-<uuid>`, and `run-<uuid>-<hash>` for git dirs), so a directory that no run
+of this database owns (another database's, on a shared root) is left alone. Several workers may
+sweep at once: removing what another already removed is no error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from intentd.config import Settings
+from intentd.domain import TERMINAL_STATUSES
+
+log = logging.getLogger("intentd.worker.retention")
+
+BATCH = 500
+_RUN_DIR = re.compile(r"^(run-[0-9a-f-]{36})$")
+_GIT_DIR = re.compile(r"^(run-[0-9a-f-]{36})-[0-9a-f]{12}$")
+
+_EXPIRED_SQL = sa.text(
+    "SELECT run_id FROM app.runs WHERE run_id = ANY(:ids) AND status = ANY(:ended)"
+    " AND finished_at IS NOT NULL AND finished_at <= now() - make_interval(secs => :keep)"
+)
+
+
+@dataclass
+class Swept:
+    runs: int = 0  # runs whose workspace or git dir was removed
+    paths: list[str] = field(default_factory=list)
+
+
+def _candidates(settings: Settings) -> dict[str, list[Path]]:
+    """run id -> its directories on disk (workspace, private git dir), from one listing per root."""
+    found: dict[str, list[Path]] = {}
+    for root, pattern in ((settings.workspaces_dir, _RUN_DIR), (settings.git_dirs, _GIT_DIR)):
+        try:
+            entries = list(root.iterdir())
+        except FileNotFoundError:
+            continue
+        for path in entries:
+            matched = pattern.match(path.name)
+            if matched and not path.is_symlink() and path.is_dir():
+                found.setdefault(matched.group(1), []).append(path)
+    return found
+
+
+def sweep(engine: sa.Engine, settings: Settings) -> Swept:
+    """Remove the directories of every run that ended longer ago than the retention; returns them."""
+    keep = settings.workspace_retention_seconds
+    swept = Swept()
+    if keep is None:
+        return swept
+    candidates = _candidates(settings)
+    ids = sorted(candidates)
+    ended = sorted(str(s) for s in TERMINAL_STATUSES)
+    for start in range(0, len(ids), BATCH):
+        with engine.connect() as conn:
+            expired = conn.execute(_EXPIRED_SQL, {"ids": ids[start : start + BATCH], "ended": ended, "keep": keep})
+            run_ids = [row.run_id for row in expired]
+        for run_id in run_ids:
+            for path in candidates[run_id]:
+                _remove(path)
+                swept.paths.append(str(path))
+            swept.runs += 1
+            log.info(
+                "retention: removed the workspace of ended run %s (%s)", run_id, ", ".join(map(str, candidates[run_id]))
+            )
+    if swept.runs:
+        log.info("retention: removed the directories of %d ended run(s)", swept.runs)
+    return swept
+
+
+def _remove(path: Path) -> None:
+    # rmtree never follows a link inside the tree (it unlinks the link); gone already is fine.
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Sweeper:
+    """The worker's sweep, every INTENTD_RETENTION_SWEEP_SECONDS in a daemon thread; counts what it removed."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.removed_runs = 0
+        self.sweeps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="workspace-retention", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.retention_sweep_seconds):
+            try:
+                swept = sweep(self.engine, self.settings)
+            except sa.exc.SQLAlchemyError:
+                log.warning("retention: the sweep could not read the runs; next time", exc_info=True)
+                continue
+            self.sweeps += 1
+            self.removed_runs += swept.runs

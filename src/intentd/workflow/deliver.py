@@ -1,0 +1,70 @@
+"""After ExecuteST: keep the commit the run cloned, and deliver the recipe's branch (intentd.delivery).
+
+Two DBOS steps, so a replay after a crash neither records nor delivers twice: `keep_base` (before the
+run ends succeeded: what `POST /runs/{id}/deliver` needs once the workspace is swept) and
+`deliver_branch` (after it: a delivery is of a succeeded run). Neither can fail the run: a delivery
+refused (the branch exists with another commit, the repository left the allowed roots…) is logged
+and returned in the workflow's result; the operator can deliver by hand to another branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dbos import DBOS
+
+from intentd import delivery
+from intentd.errors import IntentdError, StepError
+from intentd.identity import Principal, Role
+from intentd.recipes import Recipe
+from intentd.workflow import resources, workspace
+
+log = logging.getLogger("intentd.workflow")
+
+
+@DBOS.step(name="KeepBase")
+def keep_base(run_id: str, ws: str, repo: str) -> str | None:
+    """Record the commit the workspace was cloned at (app.run_bases); None when it cannot be read."""
+    res = resources.get()
+    try:
+        base = workspace.head_commit(Path(ws), git_root=res.settings.git_dirs)
+    except StepError as exc:
+        log.warning("run %s: its base commit could not be read (no delivery possible): %s", run_id, exc.message)
+        return None
+    with res.engine.begin() as conn:
+        delivery.record_base(conn, run_id, repo, base)
+    return base
+
+
+@DBOS.step(name="DeliverST", retries_allowed=True, max_attempts=3, interval_seconds=1.0)
+def deliver_branch(run_id: str, branch: str, recipe_name: str) -> dict[str, Any]:
+    """The recipe's delivery (idempotent by op_key: a retried or replayed step finds its own row)."""
+    res = resources.get()
+    actor = Principal(name=f"recipe:{recipe_name}", roles=frozenset({Role.operator}))
+    try:
+        found, _ = delivery.deliver(
+            res.engine, run_id, branch, actor=actor, roots=res.settings.repo_roots, tmp_dir=res.settings.tmp_dir
+        )
+    except IntentdError as exc:  # a 4xx of the API, or git refusing: the run has succeeded all the same
+        log.warning("run %s: delivery to branch %r refused: %s: %s", run_id, branch, exc.code, exc.message)
+        return {"ok": False, "branch": branch, "error": {"code": exc.code, "message": exc.message}}
+    return {"ok": True, "branch": branch, "commit": found["commit"]}
+
+
+def after_execute(run_id: str, intent_id: str, ws: str, repo: str | None, recipe: Recipe) -> dict[str, Any] | None:
+    """Keep the base; returns the recipe's branch to deliver once the run has succeeded (or None)."""
+    if repo is None:
+        return None
+    keep_base(run_id, ws, repo)
+    if recipe.deliver is None:
+        return None
+    return {"branch": recipe.deliver.branch_for(run_id=run_id, intent_id=intent_id), "recipe": recipe.name}
+
+
+def on_success(pending: dict[str, Any] | None, run_id: str) -> dict[str, Any] | None:
+    """Deliver the branch `after_execute` named, now that the run has succeeded."""
+    if pending is None:
+        return None
+    return deliver_branch(run_id, pending["branch"], pending["recipe"])
