@@ -19,6 +19,7 @@ step() {
 
 step "quick (check, unit, integration, crashdemo, contract)" mise run quick
 step "e2e (separate processes over HTTP)" mise run test:e2e
+step "browser (the console in chromium)" mise run test:browser
 step "crash matrix (a SIGKILL at each boundary)" mise run test:chaos:matrix
 step "chaos (short)" mise run wf:intent:chaos -- --runs 12 --chaos-seconds 40 --converge-seconds 150
 step "fleet chaos (short: 3 workers, one SIGKILLed for good, a fenced zombie, a PostgreSQL restart)" mise run fleet:chaos -- --runs 12 --submit-seconds 20 --stop-seconds 15 --takeover-seconds 6 --heartbeat-seconds 1 --converge-seconds 150

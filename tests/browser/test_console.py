@@ -1,0 +1,125 @@
+"""The console with auth off (loopback), in chromium: the golden path, the HITL lane, a refused
+decision shown as a message, and the cancel of a running run. Each asserts on the page and on the
+API (GET /runs/{id}, /audit), so a page that only looks right cannot pass."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Browser, expect
+
+from tests.browser.conftest import DESKTOP, PHONE, SCREENSHOTS, Watched
+from tests.browser.helpers import alert_text, expect_status, file_intent, wait_api
+from tests.e2e.conftest import Stack
+
+
+def test_golden_path_intent_to_gate_live_then_approve_to_succeeded_with_the_diff(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    goal = "add a healthz note <script>alert('x')</script>"
+    run_id = file_intent(page, stack.base, goal)
+    page.evaluate("window.intentdSamePage = true")  # gone if the page reloads
+
+    expect_status(page, "waiting_input")
+    expect(page.locator("#next-action")).to_have_text("approve_plan")
+    assert page.evaluate("window.intentdSamePage") is True, "the page reloaded to show the gate"
+    run = stack.get(run_id)
+    assert run["status"] == "waiting_input" and run["nextAction"] == "approve_plan"
+    expect(page.locator("#plan-hash")).to_have_text(run["planHash"])
+    # Agent-facing text is shown as text: the goal's markup is escaped, no inline script exists.
+    expect(page.locator("#goal")).to_have_text(goal)
+    assert page.locator("script:not([src])").count() == 0
+    watched.shot("run-detail-gate")
+
+    page.get_by_role("button", name=f"Approve plan {run['planHash'][:12]}").click()
+    expect_status(page, "succeeded")
+    assert stack.get(run_id)["status"] == "succeeded"
+    expect(page.locator(".d2h-file-wrapper").first).to_be_visible()
+    expect(page.locator(".d2h-file-side-diff").first).to_be_visible()  # side by side by default
+    assert page.locator("#diff-view [class*='hljs-']").count() > 0, "the diff is not highlighted"
+    page.get_by_label("Unified").check()
+    expect(page.locator("#diff-view .d2h-file-diff").first).to_be_visible()
+    expect(page.locator("#commands")).to_contain_text("exit 0")
+    watched.shot("run-detail-succeeded")
+
+    audit = stack.http.get(f"/runs/{run_id}/audit").json()["rows"]
+    acts = {r["act"]: r["channel"] for r in audit}
+    assert acts.get("intent") == acts.get("run_start") == acts.get("approve") == "console", audit
+
+    page.goto(f"{stack.base}/ui/runs?status=succeeded")
+    row = page.locator(f"tr[data-run-id='{run_id}']")
+    expect(row).to_contain_text("succeeded")
+    watched.shot("runs-list")
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "overflows at 390 px"
+    watched.shot("runs-list-390px")
+    page.set_viewport_size(DESKTOP)
+
+
+def test_hitl_answer_the_question_in_the_form_with_the_keyboard(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    run_id = file_intent(page, stack.base, "ask user which audience the note is for")
+    expect_status(page, "waiting_input")
+    expect(page.locator("#next-action")).to_have_text("provide_input")
+    question = stack.get(run_id)["plan"]["questions"][0]
+    field = page.get_by_label(question)
+    field.focus()
+    page.keyboard.type("site reliability engineers")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Send the answer"
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_role("status").first).to_contain_text("Answer sent.")
+    expect(page.locator("#next-action")).to_have_text("approve_plan", timeout=60_000)
+    run = stack.get(run_id)
+    assert run["plan"]["questions"] == []
+    assert "site reliability engineers" in run["plan"]["summary"]  # the recompiled plan used the answer
+    expect(page.locator("#plan")).to_contain_text("site reliability engineers")
+
+
+def test_a_refused_decision_is_a_message_not_json(stack: Stack, browser: Browser, watched: Watched) -> None:
+    """Two operators at the gate; the second one's page is stale (its refresh is held back), so
+    their approval reaches a run that moved on: the API's 409 reads as a sentence."""
+    page = watched.page
+    run_id = file_intent(page, stack.base, "write the release note")
+    expect_status(page, "waiting_input")
+    expect(page.locator("#next-action")).to_have_text("approve_plan")
+
+    other = browser.new_context(viewport=DESKTOP)
+    stale = other.new_page()
+    stale.route("**/body?v=*", lambda route: route.abort())  # this page never refreshes itself
+    stale.goto(f"{stack.base}/ui/runs/{run_id}")
+    expect(stale.locator("#approve-form")).to_be_visible()
+
+    page.get_by_role("button", name="Approve plan").click()
+    wait_api(stack, run_id, lambda r: r["nextAction"] != "approve_plan")
+    stale.get_by_label("Approve as").fill("second-operator")
+    stale.get_by_role("button", name="Approve plan").click()
+    text = alert_text(stale)
+    assert "[409 " in text and "{" not in text, text
+    assert any(s in text for s in ("already approved", "past the approval gate", "already ended")), text
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    stale.screenshot(path=str(SCREENSHOTS / "refused-decision-stale-page.png"), full_page=True)
+    other.close()
+    approvals = stack.get(run_id)["approvals"]
+    assert [a["approvedBy"] for a in approvals] == ["operator"], approvals  # the refused one wrote nothing
+
+
+def test_cancel_a_running_run(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    run_id = file_intent(page, stack.base, "slow test for the cancel button")
+    expect_status(page, "waiting_input")
+    page.get_by_role("button", name="Approve plan").click()
+    # The last acceptance command sleeps 30 s: wait until the sandbox runs it.
+    wait_api(
+        stack,
+        run_id,
+        lambda r: any(s["stepId"] == "ExecuteST" and s["finishedAt"] is None for s in r["steps"]),
+    )
+    expect_status(page, "running")
+    page.get_by_label("Reason for canceling (optional)").fill("no longer needed")
+    page.get_by_role("button", name="Cancel run").click()
+    expect_status(page, "canceled", timeout=20)
+    expect(page.get_by_role("status").first).to_contain_text("Run canceled.")
+    run = wait_api(stack, run_id, lambda r: r["finishedAt"] is not None, timeout=20)
+    assert run["status"] == "canceled"
+    expect(page.locator("#cancel-form")).to_have_count(0)  # nothing left to cancel
