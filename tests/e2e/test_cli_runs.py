@@ -186,8 +186,9 @@ def test_watch_survives_a_shim_restart(slow: Stack) -> None:
     assert code == 0, "".join(out) + stderr
     assert "succeeded" in "".join(out)
     assert ("connection lost" in stderr or "unreachable" in stderr) and "Traceback" not in stderr
+    assert "reconnected; resuming after event #" in stderr  # the stream, not the polling fallback
     seqs = [int(m.group(1)) for m in re.finditer(r"^#(\d+) ", "".join(out), re.M)]
-    assert seqs == sorted(set(seqs)), seqs  # no event shown twice across the reconnect
+    assert seqs == list(range(1, len(seqs) + 1)), seqs  # the whole history, no gap, nothing twice
 
 
 def test_errors_are_one_line_with_documented_exit_codes(mock: Stack) -> None:
@@ -207,3 +208,22 @@ def test_errors_are_one_line_with_documented_exit_codes(mock: Stack) -> None:
     assert intentd(mock, "cancel", ended).returncode == 0
     not_gate = intentd(mock, "approve", ended, "--yes")
     assert not_gate.returncode == 1 and one_line_error(not_gate).startswith("not_at_gate: ")
+
+
+def test_reject_ends_the_run_rejected(mock: Stack) -> None:
+    run_id = _at_gate(mock)
+    rejected = intentd(mock, "reject", run_id, "--reason", "not this way")
+    assert rejected.returncode == 0, rejected.stderr
+    assert mock.wait_status(run_id, "rejected")["nextAction"] is None
+    watched = intentd(mock, "watch", run_id)
+    assert watched.returncode == 1 and "rejected" in watched.stdout
+
+
+def test_request_changes_brings_the_run_back_to_the_gate_with_a_new_plan(mock: Stack) -> None:
+    run_id = _at_gate(mock)
+    before = mock.get(run_id)["planHash"]
+    sent = intentd(mock, "request-changes", run_id, "--feedback", "also log the greeting")
+    assert sent.returncode == 0, sent.stderr
+    view = mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan" and r["planHash"] != before)
+    assert intentd(mock, "approve", run_id, "--yes").returncode == 0
+    assert approvals(mock, run_id)[-1]["planHash"] == view["planHash"]

@@ -8,25 +8,33 @@ import getpass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 
 from intentd.client import render
-from intentd.client.api import Api, ClientFailure
+from intentd.client.api import Api, ApiRefused, ClientFailure
 
 
 def decider(name: str | None, token: str | None) -> dict[str, str]:
-    """Who approves, in the body: the name given, else (auth off, no token) the local account. With a
-    token the shim takes the token's principal, and a body naming someone else is refused (403)."""
-    if name:
-        return {"approvedBy": name}
-    return {} if token else {"approvedBy": getpass.getuser()}
+    """Who approves (approvedBy): the name given (--as), else the local account. With a token the shim
+    holds the token's principal to it; `approve` then takes the name the shim says the token has."""
+    return {"approvedBy": name or getpass.getuser(), **({} if name or not token else {"guessed": "1"})}
 
 
 def approve(api: Api, run: dict[str, Any], who: dict[str, str], notes: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {**who, "planHash": run["planHash"]}
+    body: dict[str, Any] = {"approvedBy": who["approvedBy"], "planHash": run["planHash"]}
     if notes:
         body["notes"] = notes
-    result: dict[str, Any] = api.post(f"/runs/{run['runId']}/approve-plan", body, run=run["runId"])
+    path = f"/runs/{run['runId']}/approve-plan"
+    try:
+        result: dict[str, Any] = api.post(path, body, run=run["runId"])
+    except ApiRefused as refusal:
+        # The account name was only a guess for a token that acts for someone else: the 403 (which
+        # writes nothing) names the token's principal, the one name this token may approve as.
+        principal = (refusal.details or {}).get("principal") if isinstance(refusal.details, dict) else None
+        if refusal.code != "not_your_identity" or not who.get("guessed") or not principal:
+            raise
+        result = api.post(path, {**body, "approvedBy": principal}, run=run["runId"])
     return result
 
 
@@ -64,7 +72,7 @@ def prompt_gate(api: Api, console: Console, run: dict[str, Any], who: dict[str, 
     leave it. Returns the act taken ("approve", "reject", "request_changes", "later")."""
     console.print(render.plan_panel(run.get("plan"), run.get("planHash")))
     choice = Prompt.ask(
-        "Approve this plan? [y]es, [r]eject, [c]hange, [l]ater",
+        "Approve this plan? y = approve, r = reject, c = request changes, l = later",
         choices=["y", "r", "c", "l"],
         default="l",
         console=console,
@@ -88,7 +96,7 @@ def prompt_questions(api: Api, console: Console, run: dict[str, Any]) -> str:
     if not questions:
         return "later"
     console.print(f"[bold cyan]the plan asks {len(questions)} question(s)[/]")
-    answers = {q: Prompt.ask(f"[cyan]?[/] {q}", console=console) for q in questions}
+    answers = {q: Prompt.ask(f"[cyan]?[/] {escape(q)}", console=console) for q in questions}
     answer(api, run["runId"], answers)
     console.print("answers sent")
     return "answer"

@@ -34,9 +34,10 @@ _HINTS = {
     "questions_open": "answer the plan's questions first: `intentd answer {run} key=value`",
     "plan_not_ready": "the plan is not compiled yet; `intentd watch {run}` follows it",
     "no_patch": "the run has no patch until ApplyPatchST has run",
-    "unauthorized": "set INTENTD_TOKEN (or --token) to a token from `intentd token create`",
+    "unauthenticated": "set INTENTD_TOKEN (or --token) to a token from `intentd token create`",
     "forbidden": "your token lacks the role this call needs",
     "rate_limited": "too many writes; wait and try again",
+    "not_your_identity": "pass --as with your token's name",
 }
 
 
@@ -51,8 +52,10 @@ class ClientFailure(Exception):
 
 
 class ApiRefused(ClientFailure):
-    def __init__(self, method: str, path: str, status: int, code: str, message: str, run: str | None) -> None:
-        self.status, self.code, self.message = status, code, message
+    def __init__(
+        self, method: str, path: str, status: int, code: str, message: str, run: str | None, details: Any = None
+    ) -> None:
+        self.status, self.code, self.message, self.details = status, code, message, details
         if code == "not_found" and message == _ROUTE_NOT_FOUND:
             line = (
                 f"not_found: this shim has no {method} {path} (HTTP 404); it predates that call:"
@@ -74,15 +77,16 @@ class Unreachable(ClientFailure):
 
 def refused(response: httpx.Response, run: str | None = None) -> ApiRefused:
     """The shim's error envelope {error: {code, message}} as an ApiRefused; any other body in short."""
-    code, message = f"http_{response.status_code}", response.reason_phrase
+    code, message, details = f"http_{response.status_code}", response.reason_phrase, None
     try:
         error = response.json().get("error")
         if isinstance(error, dict):
             code, message = str(error.get("code", code)), str(error.get("message", message))
+            details = error.get("details")
     except ValueError:
         pass  # not JSON (a proxy's page): the status line says enough
     path = response.request.url.path
-    return ApiRefused(response.request.method, path, response.status_code, code, message, run)
+    return ApiRefused(response.request.method, path, response.status_code, code, message, run, details)
 
 
 class Api:

@@ -117,6 +117,9 @@ class Follower:
                         self._note(f"reconnected; resuming after event #{self.last_seq}")
                         lost_at = None
                         self._read()
+                    if response.status_code == 204:  # the run ended and every event was sent
+                        self._read()
+                        continue
                     for sse in EventSource(response).iter_sse():
                         if not sse.data or not self._show(sse.id, sse.event, sse.data):
                             continue
