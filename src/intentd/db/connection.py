@@ -3,22 +3,73 @@ datasource, so app rows and DBOS's enqueue/send can commit in one transaction) a
 
 from __future__ import annotations
 
+import select
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
 
 from intentd.config import Settings
 
+# A pooled connection idle longer than this gets a real round trip on checkout (a firewall or NAT may
+# drop a long-idle connection without either end noticing); a younger one only the socket check.
+IDLE_PING_SECONDS = 30.0
+
 
 def create_engine(settings: Settings, *, pool_size: int = 10, **kwargs: Any) -> sa.Engine:
+    install_liveness_check()
     return sa.create_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,  # the checkout check below instead: no round trip per checkout
         connect_args={"application_name": kwargs.pop("application_name", "intentd")},
         **kwargs,
     )
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _alive_or_disconnect(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """On checkout: a connection the server closed (a restart, a crash, an idle timeout) has its socket
+    readable (the server's goodbye, or EOF), while a healthy idle one has nothing to read. Checking
+    that costs no round trip; pool_pre_ping's SELECT 1 cost one per checkout, some 90 per run (the
+    workflow's datasource transactions and DBOS's step checkpoints each check out several times).
+    DisconnectionError makes the pool replace the connection and check out again."""
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        ready = poller.poll(0)
+    except Exception as exc:  # a closed connection has no socket
+        raise sa.exc.DisconnectionError(f"pooled connection unusable: {exc!r}") from exc
+    if ready:
+        raise sa.exc.DisconnectionError("the server closed or wrote to an idle pooled connection")
+    if time.monotonic() - record.info.get("idle_since", time.monotonic()) > IDLE_PING_SECONDS:
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {exc!r}") from exc
+
+
+_installed = threading.Lock()
+_done = False
+
+
+def install_liveness_check() -> None:
+    """Check every pooled connection of this process on checkout, DBOS's own pools included (so they
+    can run without pool_pre_ping too: the worker passes `db_engine_kwargs`). Idempotent."""
+    global _done
+    with _installed:
+        if not _done:
+            sa.event.listen(sa.pool.Pool, "checkout", _alive_or_disconnect)
+            sa.event.listen(sa.pool.Pool, "checkin", _checked_in)
+            _done = True
 
 
 # Workflows busy at once that the database pools are sized for (most in-flight runs wait for a human

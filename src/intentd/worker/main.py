@@ -96,6 +96,9 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
         # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
         "db_engine_kwargs": {"pool_pre_ping": False},
+        # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
+        # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
+        "db_engine_kwargs": {"pool_pre_ping": False},
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
