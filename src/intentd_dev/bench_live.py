@@ -33,7 +33,7 @@ from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
 from intentd.oc.auth import daemon_auth
-from intentd_dev.bench import database, live_split, report
+from intentd_dev.bench import database, disk, live_split, report
 from intentd_dev.bench.stats import percentile
 
 GOALS = {"start_to_gate_p50_s": 1.0, "approve_to_succeeded_p50_s": 0.6, "overhead_share_max": 0.10}
@@ -144,6 +144,9 @@ class LiveStack:
         self.shim = stack.shim(self.settings, tag=f"-bench-live-{variant.name}", **extra)
         self.http: httpx.Client | None = None
         self.results: list[dict[str, Any]] = []
+        self.cpu_start: dict[str, float] = {}
+        self.cpu_ms_per_run: dict[str, float] = {}
+        self.disk: dict[str, Any] | None = None
 
     def start(self, timeout: float) -> None:
         _log(f"{self.variant.name}: {daemon.up(self.settings)}")
@@ -153,6 +156,7 @@ class LiveStack:
         stack.wait_http(f"http://127.0.0.1:{self.settings.port}/healthz", timeout=60, proc=self.shim)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.settings.port}", timeout=30)
         _one_run(self.http, f"bench live warm-up {self.variant.name}", timeout)  # imports, pools, daemon paths
+        self.cpu_start = live_split.cpu_seconds(self.settings.database_url, self.worker.pid)
 
     def run(self, i: int, timeout: float) -> None:
         assert self.http is not None
@@ -160,12 +164,17 @@ class LiveStack:
 
     def collect(self) -> None:
         """Each run's split, read while the daemon still answers for its sessions' own timestamps."""
+        cpu_end = live_split.cpu_seconds(self.settings.database_url, self.worker.pid)
+        n = max(1, len(self.results))
+        self.cpu_ms_per_run = {k: round(1000 * (cpu_end[k] - self.cpu_start.get(k, 0.0)) / n, 1) for k in cpu_end}
         rows = live_split.fetch(self.settings.database_url, [r["runId"] for r in self.results])
         with httpx.Client(base_url=self.settings.oc_base_url, auth=daemon_auth(self.settings), timeout=10) as oc:
             daemon_ms = live_split.daemon_spans(oc, live_split.sessions(rows))
         split = live_split.breakdown(rows, daemon_ms)
         for r in self.results:
             r.update(split[r["runId"]])
+        self.disk = disk.per_run(self.settings, [r["runId"] for r in self.results])
+        _log(f"{self.variant.name}: {disk.line(self.disk)}")
 
     def stop(self) -> None:
         if self.http is not None:
@@ -194,6 +203,8 @@ class LiveStack:
             "overheadShare": _summary([r["overheadShare"] for r in runs]),
             "overheadStrict_s": _summary([r["overheadStrict"] for r in runs if r["overheadStrict"] is not None]),
             "parts_s": {k: _summary([r["parts"][k] for r in runs]) for k in parts},
+            "cpuMsPerRun": self.cpu_ms_per_run,
+            "diskPerRun": self.disk,
         }
 
 
@@ -260,27 +271,6 @@ def _goals(result: dict[str, Any]) -> dict[str, bool | None]:
         "approveToSucceeded_p50": at_most(result["approveToSucceeded_s"]["p50"], GOALS["approve_to_succeeded_p50_s"]),
         "overheadShare_p50": at_most(result["overheadShare"]["p50"], GOALS["overhead_share_max"]),
     }
-
-
-def table(variants: list[dict[str, Any]]) -> str:
-    rows = [("metric", *(f"{v['variant']} p50 / p99" for v in variants))]
-    for key in (
-        "startToGate_s", "approveToSucceeded_s", "active_s", "opencode_s", "daemon_s", "sandbox_s", "overhead_s",
-        "overheadStrict_s",
-    ):  # fmt: skip
-        rows.append((key, *(_pair(v.get(key)) for v in variants)))
-    for call in sorted({c for v in variants for c in v["opencodeCalls_s"]}):
-        rows.append((f"opencode:{call}_s", *(_pair(v["opencodeCalls_s"].get(call)) for v in variants)))
-    for part in live_split.PARTS:
-        rows.append((f"overhead:{part}_s", *(_pair(v["parts_s"].get(part)) for v in variants)))
-    rows.append(("overheadShare", *(_pair(v["overheadShare"]) for v in variants)))
-    rows.append(("goals met", *(json.dumps(v["goals"]) for v in variants)))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
-
-
-def _pair(summary: dict[str, Any] | None) -> str:
-    return "-" if not summary or summary.get("p50") is None else f"{summary['p50']} / {summary['p99']}"
 
 
 def _interrupt(*_: object) -> None:
@@ -364,12 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         first = stacks[0]
         out["ratios"] = {
             f"{live.variant.name}/{first.variant.name}": paired_ratios(first.results, live.results)
+            | {
+                "cpuPerRun": {
+                    k: live_split.ratio(live.cpu_ms_per_run, first.cpu_ms_per_run, k) for k in live.cpu_ms_per_run
+                }
+            }
             for live in stacks[1:]
         }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"live-{stamp}.json"
     report.write_json(out, path)
-    print(table(measured))
+    print(live_split.table(measured))
     for name, r in out.get("ratios", {}).items():
         print(f"paired {name}: " + json.dumps({k: v for k, v in r.items() if k != "partsDelta_s"}))
         print(f"paired {name} overhead parts, median B-A seconds: {json.dumps(r['partsDelta_s'])}")

@@ -30,10 +30,13 @@ epoch-ms fields are the worker's clock: same host, so comparable to a millisecon
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import psycopg
+
+from intentd_dev.bench import cpu
 
 PARTS = (
     "handoff",
@@ -90,6 +93,23 @@ def daemon_spans(http: httpx.Client, calls: list[tuple[str, str]]) -> dict[str, 
         # The session's last update is its last message's completion: the call's final answer.
         out[session_id] = float(times["updated"]) - float(times["created"])
     return out
+
+
+def cpu_seconds(url: str, worker_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the worker (its own, its reaped children: sandboxes, git) and of the
+    PostgreSQL backends serving it (its database's, the shim's and this query's excluded). Less
+    noisy than wall time on a loaded machine: a cut round trip costs CPU on both ends either way."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name NOT LIKE 'intentd-shim%%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    worker = cpu.process(worker_pid)
+    return {
+        "worker": worker["self"],
+        "workerChildren": worker["children"],
+        "pgBackends": sum(cpu.process(int(pid))["self"] for (pid,) in pids),
+    }
 
 
 def fetch(url: str, run_ids: list[str]) -> list[tuple[Any, ...]]:
@@ -163,3 +183,35 @@ def breakdown(rows: list[tuple[Any, ...]], daemon_ms: dict[str, float]) -> dict[
             "parts": {k: round(v / 1000, 4) for k, v in parts.items()},
         }
     return out
+
+
+def table(variants: list[dict[str, Any]]) -> str:
+    rows = [("metric", *(f"{v['variant']} p50 / p99" for v in variants))]
+    for key in (
+        "startToGate_s", "approveToSucceeded_s", "active_s", "opencode_s", "daemon_s", "sandbox_s", "overhead_s",
+        "overheadStrict_s",
+    ):  # fmt: skip
+        rows.append((key, *(_pair(v.get(key)) for v in variants)))
+    for call in sorted({c for v in variants for c in v["opencodeCalls_s"]}):
+        rows.append((f"opencode:{call}_s", *(_pair(v["opencodeCalls_s"].get(call)) for v in variants)))
+    for part in PARTS:
+        rows.append((f"overhead:{part}_s", *(_pair(v["parts_s"].get(part)) for v in variants)))
+    rows.append(("overheadShare", *(_pair(v["overheadShare"]) for v in variants)))
+    for key in ("worker", "workerChildren", "pgBackends"):
+        rows.append((f"cpu:{key}_ms/run", *(str(v.get("cpuMsPerRun", {}).get(key, "-")) for v in variants)))
+    rows.append(("disk per run kB (ws+git dir) p50 / max", *(_disk(v.get("diskPerRun")) for v in variants)))
+    rows.append(("goals met", *(json.dumps(v["goals"]) for v in variants)))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _disk(found: dict[str, Any] | None) -> str:
+    return "-" if not found or not found["n"] else f"{found['total_kB']['p50']} / {found['total_kB']['max']}"
+
+
+def _pair(summary: dict[str, Any] | None) -> str:
+    return "-" if not summary or summary.get("p50") is None else f"{summary['p50']} / {summary['p99']}"
+
+
+def ratio(new: dict[str, float], base: dict[str, float], key: str) -> float | None:
+    return round(new[key] / base[key], 3) if base.get(key) else None
