@@ -76,7 +76,9 @@ def _seed(s: Stack) -> Seeds:
 def fuzz_target(pg_server: Settings) -> Iterator[FuzzTarget]:
     from tests.e2e.conftest import start_stack
 
-    s = start_stack(pg_server, f"fuzz_{uuid.uuid4().hex[:8]}", app_version="fuzz")
+    # Streams end after 2 s (a run waiting at the gate, the global stream): the fuzzer reads each to its end.
+    stream_env = {"INTENTD_STREAM_MAX_SECONDS": "2", "INTENTD_STREAM_PING_SECONDS": "0.5"}
+    s = start_stack(pg_server, f"fuzz_{uuid.uuid4().hex[:8]}", app_version="fuzz", env=stream_env)
     try:
         seeds = _seed(s)
         s.worker.kill()  # from here on, only the fuzzer's requests write

@@ -20,7 +20,6 @@ from fastapi.responses import StreamingResponse
 
 from intentd.api.event_hub import EventHub, Subscriber
 from intentd.api.handoff import ENDED_STATUSES
-from intentd.api.schemas import ErrorEnvelope
 from intentd.db import events as ev
 from intentd.errors import NotFound
 
@@ -36,9 +35,21 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream: `id:` the event's position, `event:` its type, `data:` JSON "
         "{runId, seq, type, data, at}; `: ping` comments keep an idle stream open",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Each event's fields (schemathesis checks every event of the stream against this).
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"}},
+                }
+            }
+        },
     },
-    400: {"model": ErrorEnvelope, "description": "bad Last-Event-ID or filter (nothing is read or written)"},
+    # Content given explicitly: with a `model`, FastAPI would document it as the route's text/event-stream.
+    400: {
+        "description": "bad Last-Event-ID or filter (nothing is read or written)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    },
 }
 
 
