@@ -83,6 +83,7 @@ def main() -> int:
 
     code = oracles.main(settings)
     print(f"== demo done; the stack keeps running (PORT={settings.port}). Stop it with: mise run stack:down")
+    print(f"== the console: {base}/ui/runs/{run_id}  (all runs: {base}/ui/runs; docs/console.md)")
     return code
 
 

@@ -123,3 +123,6 @@ def test_cancel_a_running_run(stack: Stack, watched: Watched) -> None:
     run = wait_api(stack, run_id, lambda r: r["finishedAt"] is not None, timeout=20)
     assert run["status"] == "canceled"
     expect(page.locator("#cancel-form")).to_have_count(0)  # nothing left to cancel
+    page.goto(f"{stack.base}/ui/runs")  # every run of this module, in their several states
+    expect(page.locator(f"tr[data-run-id='{run_id}']")).to_contain_text("canceled")
+    watched.shot("runs-list-all")

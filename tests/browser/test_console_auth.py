@@ -108,6 +108,7 @@ def test_sign_in_four_eyes_refusal_then_another_approver(
     viewer.goto(f"{authed.base}/ui/runs/{run_id}")
     expect(viewer.locator("#plan-hash")).to_be_visible()
     expect(viewer.locator("#approve-form, #cancel-form, #reject-form")).to_have_count(0)  # a viewer decides nothing
+    viewer.goto("about:blank")  # leave the live page before its session goes (it would follow to sign-in)
     viewer.context.clear_cookies()
 
     sign_in(viewer, authed.base, people["bob"])

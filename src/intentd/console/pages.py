@@ -82,7 +82,7 @@ async def run_body(request: Request, run_id: str, v: str | None = Query(None)) -
         return page(request, "_message.html", kind="error", text=exc.text)
     if v is not None and v == context["version"] and not request.cookies.get(flash.FLASH_COOKIE):
         return Response(status_code=204)  # nothing changed: htmx keeps what is shown
-    return _with_flash(request, "_run_body.html", **context)
+    return _with_flash(request, "_run_body.html", partial=True, **context)
 
 
 @router.get("/static/{name}")

@@ -102,9 +102,10 @@ class ConsoleSession:
             set_cookies.append(cookie_header(CSRF_COOKIE, csrf, secure=self.secure))
         scope["intentd_csrf"] = csrf
         is_open = path.startswith(_OPEN)
+        htmx = any(k == b"hx-request" for k, _ in scope["headers"])
         to_login = "/ui/login?next=" + quote(path if scope["method"] == "GET" else "/ui/runs", safe="/")
         if self.settings.auth == "tokens" and not token and not is_open:
-            await _redirect(send, to_login, set_cookies)
+            await _redirect(send, to_login, set_cookies, htmx)
             return
         refused = False
 
@@ -115,7 +116,7 @@ class ConsoleSession:
                     # The auth middleware refused the cookie's token (revoked, unknown): sign in again.
                     refused = True
                     forget = cookie_header(SESSION_COOKIE, "", secure=self.secure, max_age=0)
-                    await _redirect(send, to_login, [*set_cookies, forget])
+                    await _redirect(send, to_login, [*set_cookies, forget], htmx)
                     return
                 extra = [
                     (b"content-security-policy", CSP.encode()),
@@ -134,8 +135,10 @@ class ConsoleSession:
         await self.app(scope, receive, send_wrapped)
 
 
-async def _redirect(send: Send, location: str, cookies: list[bytes]) -> None:
-    headers = [(b"location", location.encode()), (b"content-length", b"0"), (b"content-security-policy", CSP.encode())]
+async def _redirect(send: Send, location: str, cookies: list[bytes], htmx: bool = False) -> None:
+    # An htmx request would swap the sign-in page into a fragment: HX-Redirect makes htmx load it whole.
+    status, where = (200, b"hx-redirect") if htmx else (303, b"location")
+    headers = [(where, location.encode()), (b"content-length", b"0"), (b"content-security-policy", CSP.encode())]
     headers += [(b"set-cookie", c) for c in cookies]
-    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
