@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -305,13 +306,16 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-def acting_as(request: Request, named: str | None) -> Principal:
+def acting_as(request: Request, named: str | None, required: str | None = None) -> Principal:
     """The principal of a request whose body names a person (approvedBy, canceledBy).
 
-    With auth on the token says who acts: a body naming someone else is refused (403
-    not_your_identity) before anything is written. With auth off the body's name is taken as it is,
-    as the course's calls expect."""
+    With auth on the token says who acts: the name may be left out, and a body naming someone else
+    is refused (403 not_your_identity) before anything is written. With auth off the body's name is
+    taken as it is, as the course's calls expect; the field `required` names (approvedBy) must then
+    be there: the same 400 a body without it always got."""
     principal: Principal = request.state.principal
+    if named is None and required is not None and not principal.authenticated:
+        raise RequestValidationError([{"loc": ("body", required), "type": "missing", "msg": "Field required"}])
     if principal.authenticated:
         if named is not None and named != principal.name:
             raise Forbidden(
@@ -323,9 +327,38 @@ def acting_as(request: Request, named: str | None) -> Principal:
     return dataclasses.replace(principal, name=named) if named else principal
 
 
-def document_security(doc: dict[str, Any]) -> None:
+# With auth on, a decision names the plan it is about (400 plan_hash_required without it).
+_DECISION_BODIES = ("ApprovePlan", "RejectPlan", "RequestChanges")
+
+
+def _document_mode(doc: dict[str, Any], settings: Settings) -> None:
+    """The request bodies as this shim's mode reads them. The committed docs/openapi.json is auth
+    off's (the default): approvedBy required. A shim with INTENTD_AUTH=tokens serves approvedBy as
+    optional (the token's principal approves) and planHash as required in every decision."""
+    if settings.auth != "tokens":
+        return
+    schemas = doc.get("components", {}).get("schemas", {})
+    approve = schemas.get("ApprovePlan")
+    if approve is not None:
+        approve["required"] = [f for f in approve.get("required", []) if f != "approvedBy"]
+        if not approve["required"]:
+            del approve["required"]
+    for name in _DECISION_BODIES:
+        body = schemas.get(name)
+        if body is None or "planHash" not in body.get("properties", {}):
+            continue
+        field = body["properties"]["planHash"]
+        text = [alt for alt in field.pop("anyOf", [field]) if alt.get("type") != "null"]
+        field.pop("default", None)
+        body["properties"]["planHash"] = {**text[0], **field}
+        body["required"] = sorted({*body.get("required", []), "planHash"})
+
+
+def document_security(doc: dict[str, Any], settings: Settings) -> None:
     """The OpenAPI document says what the middleware enforces: the bearer scheme, each operation's
-    roles (x-roles), and the 401/403/421/429 answers it can give before the route runs."""
+    roles (x-roles), and the 401/403/421/429 answers it can give before the route runs; and the
+    request bodies as the shim's auth mode reads them (`_document_mode`)."""
+    _document_mode(doc, settings)
     doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
         "type": "http",
         "scheme": "bearer",

@@ -75,7 +75,7 @@ def document(app: FastAPI, settings: Settings) -> None:
             _document_json_values(doc)
             _document_recipes(doc, load_recipes(settings.recipes_file))
             _document_links(doc)
-            auth.document_security(doc)
+            auth.document_security(doc, settings)
             app.openapi_schema = doc
         return app.openapi_schema
 

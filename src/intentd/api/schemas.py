@@ -171,15 +171,44 @@ class StartRun(Strict):
     workload: WorkloadIn | None = None
 
 
+_APPROVED_BY_NOTE = (
+    "Who approves. Required with INTENTD_AUTH=off (the course's body); with INTENTD_AUTH=tokens it may be "
+    "left out (the token's principal approves) and, if given, must be that principal (403 not_your_identity)."
+)
+
+
+def _approved_by_required(schema: dict[str, Any]) -> None:
+    # The document states the auth-off contract (the default): approvedBy required, a string. The model
+    # lets it be absent so that auth on can take the token's name; auth off refuses its absence
+    # (api.auth.acting_as, the same 400 as before), and a shim with auth on serves it as optional
+    # (api.auth.document_security).
+    props = schema["properties"]
+    field = props["approvedBy"]
+    text = next(alt for alt in field.pop("anyOf") if alt.get("type") != "null")
+    field.pop("default", None)
+    props["approvedBy"] = {**text, **field, "description": f"{_APPROVED_BY_NOTE} {text.get('description', '')}".strip()}
+    schema["required"] = ["approvedBy", *schema.get("required", [])]
+
+
 class ApprovePlan(Strict):
-    approved_by: NotBlank = Field(alias="approvedBy", min_length=1, max_length=200)
+    model_config = ConfigDict(json_schema_extra=_approved_by_required)
+
+    approved_by: NotBlank | None = Field(None, alias="approvedBy", min_length=1, max_length=200)
     notes: Text | None = Field(None, max_length=4000)
     plan_hash: StrictStr | None = Field(None, alias="planHash", pattern=r"^[0-9a-f]{64}$")
 
+    @field_validator("approved_by", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Left out is allowed (see above); an explicit null is not a name.
+        if value is None:
+            raise ValueError("approvedBy must be a string")
+        return value
+
     @field_validator("approved_by")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not _not_blank(value):
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not _not_blank(value):
             raise ValueError("approvedBy must not be blank")
         return value
 

@@ -168,7 +168,7 @@ async def get_run(run_id: str, request: Request) -> Any:
 @router.post("/{run_id}/approve-plan", status_code=202, response_model=ApprovalAccepted)
 def approve_plan(run_id: str, body: ApprovePlan, request: Request) -> Any:
     handoff: Handoff = request.app.state.handoff
-    actor = auth.acting_as(request, body.approved_by)
+    actor = auth.acting_as(request, body.approved_by, required="approvedBy")
     return handoff.approve(
         run_id, actor.name, body.notes, body.plan_hash, actor=actor, require_plan_hash=_hash_required(request)
     )
