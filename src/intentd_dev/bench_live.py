@@ -32,7 +32,6 @@ import httpx
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
-from intentd.oc.auth import daemon_auth
 from intentd_dev.bench import database, disk, live_split, report
 from intentd_dev.bench.stats import percentile
 
@@ -168,8 +167,7 @@ class LiveStack:
         n = max(1, len(self.results))
         self.cpu_ms_per_run = {k: round(1000 * (cpu_end[k] - self.cpu_start.get(k, 0.0)) / n, 1) for k in cpu_end}
         rows = live_split.fetch(self.settings.database_url, [r["runId"] for r in self.results])
-        with httpx.Client(base_url=self.settings.oc_base_url, auth=daemon_auth(self.settings), timeout=10) as oc:
-            daemon_ms = live_split.daemon_spans(oc, live_split.sessions(rows))
+        daemon_ms = live_split.daemon_spans(self.settings, live_split.sessions(rows))
         split = live_split.breakdown(rows, daemon_ms)
         for r in self.results:
             r.update(split[r["runId"]])

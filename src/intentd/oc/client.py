@@ -212,6 +212,17 @@ class OpenCodeClient:
             raise OpenCodeProtocolError("GET /agent did not answer a list", details={"body": str(raw)[:500]})
         return [self._parse(Agent, item) for item in raw]
 
+    def session_span_ms(self, session_id: str, directory: Path) -> float:
+        """The daemon's own milliseconds for a session, by its clock: created → last updated (its last
+        answer). Read-only; bench:live splits a call's time into the daemon's and the wrapper's."""
+        raw = self._send("GET", f"/session/{session_id}", directory=directory)
+        times = raw.get("time") if isinstance(raw, dict) else None
+        if not isinstance(times, dict) or "created" not in times or "updated" not in times:
+            raise OpenCodeProtocolError(
+                "GET /session/{id} has no time.created/updated", details={"body": str(raw)[:500]}
+            )
+        return float(times["updated"]) - float(times["created"])
+
     def abort_sessions(self, directory: Path, session_ids: list[str], wait: float = 30.0) -> list[str]:
         """Abort sessions an earlier, dead attempt left behind, and wait until the daemon runs none of
         them (a surviving session would keep writing the workspace). Returns those still busy."""

@@ -31,11 +31,14 @@ epoch-ms fields are the worker's clock: same host, so comparable to a millisecon
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
+from intentd.config import Settings
+from intentd.errors import IntentdError
+from intentd.oc import open_client
 from intentd_dev.bench import cpu
 
 PARTS = (
@@ -79,19 +82,31 @@ _STEPS = ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST")
 _CALL_STEP = {"compile": "CompileST", "build": "ApplyPatchST"}
 
 
-def daemon_spans(http: httpx.Client, calls: list[tuple[str, str]]) -> dict[str, float]:
-    """Per session id: the daemon's own ms from creating the session to finishing its last answer."""
+class _NoLedger:
+    """The call store of a client that only reads (bench:live asks the daemon for session times)."""
+
+    def claim(self, key: Any, request: dict[str, Any]) -> dict[str, Any] | None:
+        raise AssertionError("read-only client")
+
+    def complete(self, op_key: str, response: dict[str, Any]) -> None:
+        raise AssertionError("read-only client")
+
+    def record_session(self, op_key: str, session_id: str) -> None:
+        raise AssertionError("read-only client")
+
+
+def daemon_spans(settings: Settings, calls: list[tuple[str, str]]) -> dict[str, float]:
+    """Per session id: the daemon's own ms from creating the session to its last update (last answer)."""
     out: dict[str, float] = {}
-    for directory, session_id in calls:
-        try:
-            session = http.get(f"/session/{session_id}", params={"directory": directory})
-            session.raise_for_status()
-            times = session.json()["time"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            print(f"[bench:live] no daemon timestamps for session {session_id}: {exc!r}", flush=True)
-            continue
-        # The session's last update is its last message's completion: the call's final answer.
-        out[session_id] = float(times["updated"]) - float(times["created"])
+    client = open_client(settings, _NoLedger())
+    try:
+        for directory, session_id in calls:
+            try:
+                out[session_id] = client.session_span_ms(session_id, Path(directory))
+            except IntentdError as exc:
+                print(f"[bench:live] no daemon timestamps for session {session_id}: {exc}", flush=True)
+    finally:
+        client.close()
     return out
 
 
