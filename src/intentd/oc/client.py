@@ -50,6 +50,7 @@ from intentd.oc.models import (
     SessionCreate,
     TextPartInput,
 )
+from intentd.telemetry import metrics, tracing
 
 # Denied to the plan agent (in config/opencode/opencode.json too; `edit` covers write and patch).
 DENIED_PLAN_TOOLS = (
@@ -121,6 +122,7 @@ class OpenCodeClient:
         # wire with it, so live runs prove what was sent (no parentID, the directory, no listing).
         if on_request is not None:
             http.event_hooks["request"].append(on_request)
+        tracing.instrument_httpx(http)  # a span per HTTP call, under the step's span (when tracing is on)
         self._http = http
         self._store = store
         self._model = model
@@ -293,6 +295,7 @@ class OpenCodeClient:
         params = {"directory": str(directory)} if directory is not None else None
         deadline = time.monotonic() + self._timeouts.reconnect
         pause = 0.1
+        started = time.perf_counter()  # the call's latency includes waiting for a restarting daemon
         try:
             while True:
                 try:
@@ -306,12 +309,15 @@ class OpenCodeClient:
                     time.sleep(pause)
                     pause = min(pause * 2, 2.0)
         except httpx.TimeoutException as exc:
+            metrics.observe_opencode(method, path, "timeout", time.perf_counter() - started)
             raise OpenCodeTimeout(f"OpenCode {method} {path} timed out", details={"error": repr(exc)}) from exc
         except httpx.TransportError as exc:
+            metrics.observe_opencode(method, path, "unavailable", time.perf_counter() - started)
             raise OpenCodeUnavailable(
                 f"OpenCode is unreachable or dropped the connection ({type(exc).__name__})",
                 details={"error": str(exc), "path": path},
             ) from exc
+        metrics.observe_opencode(method, path, f"{response.status_code // 100}xx", time.perf_counter() - started)
         details = {"status": response.status_code, "path": path, "body": response.text[:1000]}
         if response.status_code >= 500:
             raise OpenCodeServerError(f"OpenCode {method} {path} answered {response.status_code}", details=details)

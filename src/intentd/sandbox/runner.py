@@ -37,6 +37,7 @@ from intentd.sandbox._procs import UID_RANGE, orphaned_sandboxes, pid_alive
 from intentd.sandbox._workspace import unmount_under, workspace_copy
 from intentd.sandbox.limits import SandboxLimits, group_memory_bytes, prlimit_argv, setpriv_argv, tmp_bytes
 from intentd.sandbox.result import SandboxError, SandboxResult, split_status
+from intentd.telemetry import metrics, tracing
 
 __all__ = ["UID_RANGE", "cgroup_support", "default_tmp_base", "kill_orphans", "run_in_sandbox"]
 
@@ -120,14 +121,26 @@ def run_in_sandbox(
         bpf = seccomp.filter_bpf()
     except seccomp.SeccompUnavailable as exc:
         raise SandboxError(f"no seccomp filter: {exc}") from exc
-    with (
-        _worker_slot(limits.worker_concurrency),
-        _host_uid() as uid,
-        _run_dir(tmp_base or default_tmp_base()) as run_dir,
-        workspace_copy(workspace, run_dir / "workspace", limits.disk_bytes, uid) as copy,
-        _cgroup(run_dir.name, limits) as group,
-    ):
-        return _run(bwrap, command, copy, limits, uid, bpf, group, stop)
+    # One span per command (its wait for a slot and its set-up included); the command text is not an
+    # attribute: it is untrusted and may be long. Duration and exit code as metrics too.
+    with tracing.span("sandbox.command", {"intentd.sandbox.command_bytes": len(command.encode())}) as span:
+        try:
+            with (
+                _worker_slot(limits.worker_concurrency),
+                _host_uid() as uid,
+                _run_dir(tmp_base or default_tmp_base()) as run_dir,
+                workspace_copy(workspace, run_dir / "workspace", limits.disk_bytes, uid) as copy,
+                _cgroup(run_dir.name, limits) as group,
+            ):
+                result = _run(bwrap, command, copy, limits, uid, bpf, group, stop)
+        except SandboxError:
+            metrics.SANDBOX_ERRORS.inc()
+            raise
+        metrics.observe_sandbox(result.outcome, result.shell_status, result.duration_s)
+        if span is not None:
+            span.set_attribute("intentd.sandbox.outcome", result.outcome)
+            span.set_attribute("intentd.sandbox.exit_code", result.shell_status)
+        return result
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""The worker's small admin HTTP endpoint (DBOS 3.x has none): health, version, executor, metrics."""
+"""The worker's small admin HTTP endpoint (DBOS 3.x has none): health, version, executor, stats, and
+Prometheus metrics (/metrics, text; docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def serve(host: str, port: int, snapshot: Callable[[str], dict[str, Any] | None]) -> ThreadingHTTPServer:
-    """Serve GET /healthz and GET /metrics from `snapshot(path)` in a daemon thread."""
+def serve(
+    host: str,
+    port: int,
+    snapshot: Callable[[str], dict[str, Any] | None],
+    metrics: Callable[[], bytes] | None = None,
+) -> ThreadingHTTPServer:
+    """Serve GET /metrics (Prometheus text from `metrics()`) and the JSON of `snapshot(path)` for
+    every other path (/healthz, /stats …) in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = snapshot(self.path.split("?")[0])
+            path = self.path.split("?")[0]
+            if path == "/metrics" and metrics is not None:
+                text = metrics()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("content-length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return
+            body = snapshot(path)
             status = 200 if body is not None else 404
             payload = json.dumps(
                 body

@@ -28,6 +28,7 @@ from intentd.hardening import restrict_umask
 from intentd.oc import OpenCodeClient, open_client
 from intentd.recipes import load_recipes
 from intentd.sandbox import runner as sandbox_runner
+from intentd.telemetry import metrics, tracing
 from intentd.webhooks import delivery as webhook_delivery
 from intentd.webhooks import dispatcher as webhook_dispatcher
 from intentd.webhooks import endpoints as webhook_endpoints
@@ -65,6 +66,7 @@ class Worker:
             self.admin_server.shutdown()
             self.admin_server.server_close()
         DBOS.destroy(workflow_completion_timeout_sec=0)
+        tracing.shutdown()  # flush the last spans of a clean stop
         self.opencode.close()
         self.engine.dispose()
 
@@ -96,10 +98,10 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
         # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
         "db_engine_kwargs": {"pool_pre_ping": False},
-        # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
-        # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
-        "db_engine_kwargs": {"pool_pre_ping": False},
         "notification_listener_polling_interval_sec": 0.05,
+        # DBOS's own workflow and step spans, on the provider tracing.setup installed (no endpoints
+        # here: DBOS would add a second exporter). Off when no exporter is configured.
+        "enable_otlp": tracing.setup(settings, "intentd-worker"),
     }
     DBOS(config=config)
     slots = datasource_pool_size(
@@ -155,7 +157,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
                 "ocMode": settings.oc_mode,
                 "uptimeSeconds": uptime.seconds(),
             }
-        if path == "/metrics":
+        if path == "/stats":  # the bench and chaos drivers read RSS here (/metrics is Prometheus text)
             return {
                 "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 "rssKb": _rss_kb(),
@@ -165,7 +167,12 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
             }
         return memory.report(path)
 
-    server = admin.serve("127.0.0.1", settings.admin_port, snapshot) if admin_http else None
+    scrape = metrics.registry(metrics.DatabaseCollector(lambda: engine, settings.dbos_system_schema))
+    server = (
+        admin.serve("127.0.0.1", settings.admin_port, snapshot, lambda: metrics.exposition(scrape))
+        if admin_http
+        else None
+    )
     log.info(
         "worker %s (generation %d) up: app version %s, queues %s, admin http://127.0.0.1:%s/healthz, OC_MODE=%s",
         ident,

@@ -24,6 +24,7 @@ from intentd.db import effects, fence
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
+from intentd.telemetry import metrics, tracing
 from intentd.workflow import cancel, deliver, faults, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
@@ -36,6 +37,21 @@ log = logging.getLogger("intentd.workflow")
 
 
 def _guard(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A step attempt, measured: its duration by outcome (ok, retryable, permanent; interrupted when
+    a cancel or the fence raised through it) and its attributes on DBOS's span of the step."""
+    started = time.perf_counter()
+    tracing.annotate({"intentd.run_id": run_id, "intentd.step": str(step_id), "intentd.attempt": attempt})
+    outcome = "interrupted"
+    try:
+        result = _attempt(step_id, run_id, attempt, body)
+        outcome = "ok" if result["ok"] else "retryable" if result["retryable"] else "permanent"
+        return result
+    finally:
+        metrics.STEP_DURATION.labels(str(step_id), outcome).observe(time.perf_counter() - started)
+        tracing.annotate({"intentd.outcome": outcome})
+
+
+def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a step body: count the execution, and turn failures into a checkpointed result.
 
     A canceled run raises RunCanceled instead: before the body (no side effect at all), and when the

@@ -16,7 +16,7 @@ from intentd_dev.bench.stats import steady_throughput
 
 def metrics_rss(admin_port: int) -> int | None:
     try:
-        return int(httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).json()["rssKb"])
+        return int(httpx.get(f"http://127.0.0.1:{admin_port}/stats", timeout=5).json()["rssKb"])
     except (httpx.HTTPError, KeyError, ValueError):
         return None
 

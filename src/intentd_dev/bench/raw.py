@@ -137,7 +137,7 @@ def main() -> None:
     def snapshot(path: str) -> dict[str, Any] | None:
         if path in ("/healthz", "/"):
             return {"ok": True, "appVersion": settings.app_version, "pid": os.getpid(), "concurrency": concurrency}
-        if path == "/metrics":
+        if path in ("/metrics", "/stats"):  # /stats: the name intentd's worker serves them under
             return {"rssKb": rss_kb(os.getpid()), "uptimeSeconds": uptime.seconds()}
         return None
 

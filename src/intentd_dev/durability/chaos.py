@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stack.wait_http(f"http://127.0.0.1:{settings.admin_port}/healthz", proc=worker)
         stack.wait_http(f"http://127.0.0.1:{settings.port}/healthz", proc=shim)
-        rss_start = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
+        rss_start = httpx.get(f"http://127.0.0.1:{settings.admin_port}/stats").json()["rssKb"]
         http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30)
         runs: list[Tracked] = []
         stop = threading.Event()
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         # Calm: no more kills; everything left must converge.
         _drive(http, runs, time.monotonic() + args.converge_seconds)
         progress_stop.set()
-        rss_end = httpx.get(f"http://127.0.0.1:{settings.admin_port}/metrics").json()["rssKb"]
+        rss_end = httpx.get(f"http://127.0.0.1:{settings.admin_port}/stats").json()["rssKb"]
         http.close()
     finally:
         shim.kill()

@@ -14,6 +14,7 @@ from intentd.api.handoff import Handoff
 from intentd.api.schemas import CreateIntent, ErrorEnvelope, Health, IntentOut, IntentPage, RunAccepted, StartRun
 from intentd.db import audit
 from intentd.db import runs as q
+from intentd.telemetry import tracing
 
 router = APIRouter()
 
@@ -74,4 +75,9 @@ def start_run(intent_id: str, request: Request, body: StartRun | None = None) ->
     handoff: Handoff = request.app.state.handoff
     workload = body.workload.model_dump(by_alias=True) if body.workload else None
     recipe, resolved = handoff.check_policy(body.recipe_name, workload)
-    return handoff.start_run(intent_id, recipe, resolved, body.trace_id, actor=request.state.principal)
+    # The run's trace starts here: DBOS carries this context with the workflow to whichever worker
+    # runs (or recovers) it; app.runs.trace_id records its id (docs/observability.md).
+    with tracing.run_enqueue(body.trace_id) as trace:
+        return handoff.start_run(
+            intent_id, recipe, resolved, trace.trace_id, actor=request.state.principal, otel_context=trace.context
+        )
