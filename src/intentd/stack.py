@@ -44,8 +44,17 @@ def _python_proc(settings: Settings, role: str, module: str, port: int, tag: str
     )
 
 
+# glibc's malloc gives each thread that allocates its own arena (up to 8 per core), and the worker's
+# thread pool kept growing them: over 5,000 mock runs RSS rose 0.84 kB/run with the default and
+# 0.39 kB/run with 2 arenas, 8 MB lower throughout (bench: `--malloc-arena-max`). Read by glibc at
+# process start, so it is set where the worker is started; an operator's own value wins.
+WORKER_MALLOC_ARENA_MAX = "2"
+
+
 def worker(settings: Settings, tag: str = "", **extra: str) -> Proc:
-    return _python_proc(settings, "worker", "intentd.worker.main", settings.admin_port, tag, extra)
+    proc = _python_proc(settings, "worker", "intentd.worker.main", settings.admin_port, tag, extra)
+    proc.env.setdefault("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENA_MAX)
+    return proc
 
 
 def shim(settings: Settings, tag: str = "", **extra: str) -> Proc:
