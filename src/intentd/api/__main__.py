@@ -9,12 +9,14 @@ import uvicorn
 from intentd.api.app import create_app
 from intentd.config import get_settings
 from intentd.hardening import restrict_umask
+from intentd.telemetry import metrics
 
 
 def main() -> None:
     restrict_umask()
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
+    metrics.prepare_multiproc_dir(settings.prometheus_multiproc_dir)  # several processes: docs/observability.md
     uvicorn.run(
         create_app(settings),
         host=settings.host,  # create_app refused a non-loopback HOST with auth off

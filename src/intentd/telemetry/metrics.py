@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from intentd.domain import RunStatus
 
 log = logging.getLogger("intentd.telemetry")
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: a timestamp per label set, which no panel reads
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: steps and sandbox commands run from milliseconds (DecideST) to minutes (a real model).
