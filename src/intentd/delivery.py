@@ -278,7 +278,8 @@ def _copy_objects(src: Path, dst: Path) -> None:
     for path in src.glob("[0-9a-f][0-9a-f]/*"):
         target_dir = dst / path.parent.name
         if not target_dir.is_dir():
-            target_dir.mkdir(mode=owner.st_mode & 0o777)
+            target_dir.mkdir()
+            os.chmod(target_dir, owner.st_mode & 0o777)  # as the store's own mode (our umask is 077)
             if as_root:
                 os.chown(target_dir, owner.st_uid, owner.st_gid)
         target = target_dir / path.name
