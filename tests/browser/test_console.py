@@ -126,3 +126,25 @@ def test_cancel_a_running_run(stack: Stack, watched: Watched) -> None:
     page.goto(f"{stack.base}/ui/runs")  # every run of this module, in their several states
     expect(page.locator(f"tr[data-run-id='{run_id}']")).to_contain_text("canceled")
     watched.shot("runs-list-all")
+
+
+def test_every_page_carries_the_csp_and_escapes_agent_text(stack: Stack) -> None:
+    """Over plain HTTP: the headers of /ui, the goal's markup escaped in the HTML, no open redirect."""
+    goal = 'a note <img src=x onerror="alert(1)">'
+    _, run_id = stack.run(goal)
+    wait_api(stack, run_id, lambda r: r["status"] == "waiting_input")
+    page = stack.http.get(f"/ui/runs/{run_id}")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page.text and "<img src=x" not in page.text
+    csrf = page.cookies.get("intentd_csrf")
+    assert csrf and f'value="{csrf}"' in page.text  # the forms carry the token the cookie holds
+    login = stack.http.post(
+        "/ui/login", data={"csrf": csrf, "next": "//evil.example/", "token": "x"}, cookies={"intentd_csrf": csrf}
+    )
+    assert login.status_code == 303 and login.headers["location"] == "/ui/runs"  # auth off: back home, never away
+    assert stack.http.get("/ui/static/..%2F__init__.py").status_code == 404
+    assert stack.http.get("/ui/static/vendor/htmx.min.js").status_code == 200
