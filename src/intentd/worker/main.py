@@ -11,10 +11,12 @@ import os
 import resource
 import signal
 import socket
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
@@ -205,8 +207,24 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
+    started = time.monotonic()
     log.info("worker %s stopping", worker.ident)
     worker.stop()
+    log.info("worker %s stopped in %.2f s", worker.ident, time.monotonic() - started)
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave without joining the workflow threads. A run parked at a gate (or waiting for a retry)
+    holds one of DBOS's executor threads, blocked in `DBOS.recv` for up to a wait slice; they are not
+    daemon threads, so the interpreter's exit would join each one (30 parked runs kept a stopped
+    worker alive past 30 s). Leaving them is safe: their workflows are PENDING in DBOS with every
+    step checkpointed, and recovery resumes them on this executor's restart (or on the reaper's
+    takeover). Waking them instead would record a timed-out `recv` in the workflow's history."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

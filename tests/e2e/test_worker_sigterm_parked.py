@@ -1,0 +1,77 @@
+"""SIGTERM stops a worker promptly while runs are parked at the approval gate (issue 14, item 5).
+
+Each parked run holds one of DBOS's executor threads, blocked in `DBOS.recv`. Before the fix the
+worker logged DBOS's "successfully shut down" and then stayed alive, joining those threads at exit.
+Here 20 runs are parked, the worker gets SIGTERM and must exit 0 within 5 s with its `app.workers`
+row marked stopped; restarted, it recovers the parked runs (PENDING in DBOS), and each approval
+reaches its run, which succeeds with the oracles green. Mock OpenCode: the shutdown is the subject.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from intentd import oracles, stack
+from intentd.config import Settings
+from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.test_decisions_gate import sql
+
+PARKED = 20
+EXIT_WITHIN = 5.0
+
+
+@pytest.fixture(scope="module")
+def parked(pg_server: Settings) -> Iterator[Stack]:
+    s = start_stack(pg_server, f"e2e_sigterm_{uuid.uuid4().hex[:8]}")
+    yield s
+    s.stop()
+
+
+def test_sigterm_with_runs_parked_exits_within_5s_and_they_resume_after_restart(parked: Stack) -> None:
+    s = parked
+    started = [s.run(f"parked run {i}") for i in range(PARKED)]
+    runs = [run_id for _, run_id in started]
+    hashes = {r: s.wait(r, lambda x: x["nextAction"] == "approve_plan", timeout=180)["planHash"] for r in runs}
+    pending = sql(
+        s,
+        "SELECT COUNT(*) FROM dbos.workflow_status WHERE workflow_uuid = ANY(%s) AND status = 'PENDING'",
+        [intent_id for intent_id, _ in started],  # one DBOS workflow per intent
+    )
+    assert pending == [(PARKED,)]
+
+    popen = s.worker.popen
+    assert popen is not None
+    popen.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    try:
+        code = popen.wait(timeout=EXIT_WITHIN)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker was still alive {EXIT_WITHIN} s after SIGTERM with {PARKED} runs parked")
+    took = time.monotonic() - signalled
+    assert code == 0, f"exit code {code}"
+    assert took < EXIT_WITHIN
+    assert not s.worker.members(), "a process of the worker's session outlived it"
+    assert sql(s, "SELECT state FROM app.workers WHERE executor_id = %s", s.worker.env["INTENTD_EXECUTOR_ID"]) == [
+        ("stopped",)
+    ]
+    # Still parked, not ended by the stop: the workflows stay PENDING for recovery.
+    assert all(s.get(r)["nextAction"] == "approve_plan" for r in runs)
+
+    s.worker.start()
+    stack.wait_http(f"http://127.0.0.1:{s.settings.admin_port}/healthz", timeout=120, proc=s.worker)
+    for run_id, plan_hash in hashes.items():
+        res = s.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po", "planHash": plan_hash})
+        assert res.status_code == 202, res.text
+    for run_id in runs:
+        assert s.wait_status(run_id, "succeeded", timeout=240)["status"] == "succeeded"
+    assert sql(s, "SELECT state FROM app.workers WHERE executor_id = %s", s.worker.env["INTENTD_EXECUTOR_ID"]) == [
+        ("live",)
+    ]
+    violations = {name: rows for name, rows in oracles.check(s.settings.database_url).items() if rows}
+    assert violations == {}
