@@ -4,6 +4,8 @@ API (GET /runs/{id}, /audit), so a page that only looks right cannot pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import DESKTOP, PHONE, SCREENSHOTS, Watched
@@ -39,6 +41,10 @@ def test_golden_path_intent_to_gate_live_then_approve_to_succeeded_with_the_diff
     page.get_by_label("Unified").check()
     expect(page.locator("#diff-view .d2h-file-diff").first).to_be_visible()
     expect(page.locator("#commands")).to_contain_text("exit 0")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the patch").click()
+    assert download.value.suggested_filename == f"{run_id}.diff"
+    assert Path(download.value.path()).read_text() == stack.get(run_id)["diff"]
     watched.shot("run-detail-succeeded")
 
     audit = stack.http.get(f"/runs/{run_id}/audit").json()["rows"]
@@ -146,5 +152,7 @@ def test_every_page_carries_the_csp_and_escapes_agent_text(stack: Stack) -> None
         "/ui/login", data={"csrf": csrf, "next": "//evil.example/", "token": "x"}, cookies={"intentd_csrf": csrf}
     )
     assert login.status_code == 303 and login.headers["location"] == "/ui/runs"  # auth off: back home, never away
+    no_patch = stack.http.get(f"/ui/runs/{run_id}/patch")  # at the gate: nothing to download yet
+    assert no_patch.status_code == 409 and "This run has no patch yet." in no_patch.text
     assert stack.http.get("/ui/static/..%2F__init__.py").status_code == 404
     assert stack.http.get("/ui/static/vendor/htmx.min.js").status_code == 200

@@ -72,6 +72,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/ui/runs/new"): READ,
     ("GET", "/ui/runs/{run_id}"): READ,
     ("GET", "/ui/runs/{run_id}/body"): READ,
+    ("GET", "/ui/runs/{run_id}/patch"): READ,
     ("GET", "/ui/runs/{run_id}/events/stream"): READ,
     ("GET", "/ui/events/stream"): READ,
     ("POST", "/ui/intents"): PUBLIC,

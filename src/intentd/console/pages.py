@@ -104,6 +104,21 @@ def _asset(folder: Path, name: str) -> FileResponse:
     return FileResponse(target, headers={"cache-control": "public, max-age=300"})
 
 
+@router.get("/runs/{run_id}/patch", response_model=None)
+async def run_patch(request: Request, run_id: str) -> Response:
+    """The patch to download, read through GET /runs/{id}/patch with the session's token."""
+    try:
+        text = await Api(request).get(f"/runs/{run_id}/patch")
+    except ApiError as exc:
+        return page(request, "error.html", http_status=exc.status if exc.status < 500 else 502, message=exc.text)
+    name = "".join(c for c in run_id if c.isalnum() or c in "-_")[:80] or "run"
+    return Response(
+        str(text),
+        media_type="text/x-diff; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}.diff"'},
+    )
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str = Query("/ui/runs")) -> HTMLResponse:
     return _with_flash(request, "login.html", next=_local(next))
