@@ -210,6 +210,11 @@ def _goals(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--parked" or a.startswith("--parked=") for a in argv):
+        from intentd_dev.bench import parked  # its own flags: `mise run bench -- --parked 200,1000`
+
+        return parked.main(argv)
     args = _args(argv)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the finally below stops what we started.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -1,0 +1,286 @@
+"""What a run parked at the approval gate costs one worker (`mise run bench -- --parked N[,N…]`).
+
+For each N, on a fresh database with a real worker and shim (OC_MODE=mock): a warm-up; `--probes`
+runs one after another, each timed from its POST /intents/{id}/run to nextAction=approve_plan on
+the idle worker (then rejected, so they hold nothing); the worker's threads and RSS; N runs parked
+at the gate (submitted, compiled, left waiting); threads and RSS again (growth per parked run); the
+same probes on the loaded worker (time-to-gate ratio vs idle); then SIGTERM with the N runs parked
+(seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, and the
+time until all succeed. Writes bench/results/parked-<stamp>.json.
+
+Each parked run holds a queue slot today, so the queue's worker_concurrency is set to N plus the
+probes (the recipes' 1000 would starve the probes at N = 1000); the JSON says what was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from intentd import stack
+from intentd.config import REPO_ROOT, Settings
+from intentd_dev.bench import database, drive, raw, report
+from intentd_dev.bench.stats import ratio, summarize
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mise run bench -- --parked", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--parked", required=True, help="runs to park, comma-separated: one fresh worker per count")
+    p.add_argument("--probes", type=int, default=10, help="runs timed to the gate, idle and loaded (default 10)")
+    p.add_argument("--submitters", type=int, default=8, help="concurrent clients parking the runs")
+    p.add_argument("--resume", action="store_true", help="after SIGTERM: restart, approve all, time to succeeded")
+    p.add_argument("--queue-concurrency", type=int, default=0, help="0 = N + probes + 10 (a slot per parked run)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up parking or resuming after this long")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+    print(f"[bench:parked {datetime.now(UTC).strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _threads(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def _delta(before: int | None, after: int | None) -> int | None:
+    return None if before is None or after is None else after - before
+
+
+def _recipes(settings: Settings, concurrency: int) -> Path:
+    lines = [
+        f"queue_worker_concurrency = {concurrency}" if line.strip().startswith("queue_worker_concurrency") else line
+        for line in settings.recipes_file.read_text().splitlines()
+    ]
+    path = settings.tmp_dir / "recipes.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _at_gate(url: str, run_ids: list[str]) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM app.runs WHERE run_id = ANY(%s) AND next_action = 'approve_plan'", (run_ids,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _statuses(url: str, run_ids: list[str]) -> dict[str, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT status, COUNT(*) FROM app.runs WHERE run_id = ANY(%s) GROUP BY status", (run_ids,)
+        ).fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+async def _start_run(http: httpx.AsyncClient, goal: str) -> str:
+    intent = await http.post("/intents", json={"goal": goal, "inputs": {}, "constraints": {}})
+    intent.raise_for_status()
+    run = await http.post(f"/intents/{intent.json()['intentId']}/run", json={})
+    run.raise_for_status()
+    return str(run.json()["runId"])
+
+
+async def _probes(base_url: str, n: int, label: str) -> list[float]:
+    """Seconds from POST …/run to nextAction=approve_plan, one run at a time; each is then rejected."""
+    took: list[float] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        for i in range(n):
+            intent = await http.post("/intents", json={"goal": f"probe {label} {i}", "inputs": {}, "constraints": {}})
+            intent.raise_for_status()
+            t0 = time.monotonic()
+            run = await http.post(f"/intents/{intent.json()['intentId']}/run", json={})
+            run.raise_for_status()
+            run_id = run.json()["runId"]
+            while True:
+                body = (await http.get(f"/runs/{run_id}")).json()
+                if body.get("nextAction") == "approve_plan":
+                    took.append(time.monotonic() - t0)
+                    break
+                if time.monotonic() - t0 > 300:
+                    raise RuntimeError(f"probe {run_id} not at the gate after 300 s: {body.get('status')}")
+                await asyncio.sleep(0.01)
+            res = await http.post(f"/runs/{run_id}/reject-plan", json={"reason": "probe", "planHash": body["planHash"]})
+            res.raise_for_status()
+    return took
+
+
+async def _park(base_url: str, url: str, n: int, submitters: int, timeout: float) -> tuple[list[str], float]:
+    run_ids: list[str] = []
+    t0 = time.monotonic()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=submitters + 2)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
+
+        async def submitter() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                run_ids.append(await _start_run(http, f"parked {i}"))
+
+        await asyncio.gather(*(submitter() for _ in range(submitters)))
+    while (parked := _at_gate(url, run_ids)) < n:
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"only {parked}/{n} runs at the gate after {timeout:g} s")
+        await asyncio.sleep(1.0)
+    return run_ids, time.monotonic() - t0
+
+
+def _sigterm(worker: stack.Proc) -> dict[str, Any]:
+    popen = worker.popen
+    assert popen is not None
+    t0 = time.monotonic()
+    popen.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = popen.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        code = None
+    return {"seconds": round(time.monotonic() - t0, 3), "exit_code": code, "exited": code is not None}
+
+
+async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float) -> float:
+    t0 = time.monotonic()
+    sem = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
+
+        async def approve(run_id: str) -> None:
+            async with sem:
+                (await http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "bench"})).raise_for_status()
+
+        await asyncio.gather(*(approve(r) for r in run_ids))
+    while (done := _statuses(url, run_ids).get("succeeded", 0)) < len(run_ids):
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"only {done}/{len(run_ids)} succeeded {timeout:g} s after the restart")
+        await asyncio.sleep(1.0)
+    return time.monotonic() - t0
+
+
+def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[str, Any]:
+    concurrency = args.queue_concurrency or n + args.probes + 10
+    settings = database.bench_settings(
+        base, f"bench_parked_{n}_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
+    )
+    database.create(settings)
+    extra = {
+        "DATABASE_URL": settings.database_url,
+        "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
+        "INTENTD_TMP": str(settings.tmp_dir),
+        "INTENTD_EXECUTOR_ID": f"bench-parked-{stamp}",
+        "INTENTD_RECIPES": str(_recipes(settings, concurrency)),
+        "OC_MODE": "mock",
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = stack.worker(settings, tag="-bparked", **extra)
+    shim = stack.shim(settings, tag="-bparked", **extra)
+    base_url = f"http://127.0.0.1:{settings.port}"
+    admin = f"http://127.0.0.1:{settings.admin_port}/healthz"
+    url = settings.database_url
+    result: dict[str, Any] = {"parked": n, "queue_worker_concurrency": concurrency}
+    result["pg_version"] = database.server_version(url)
+    try:
+        worker.start()
+        shim.start()
+        stack.wait_http(admin, timeout=120, proc=worker)
+        stack.wait_http(f"{base_url}/healthz", timeout=120, proc=shim)
+        asyncio.run(drive.pipeline("warmup", base_url, url, 5, timeout=600))
+        idle = asyncio.run(_probes(base_url, args.probes, "idle"))
+        assert worker.pid is not None
+        before = {"threads": _threads(worker.pid), "rss_kb": raw.rss_kb(worker.pid)}
+        _log(f"N={n}: idle time to gate {summarize(idle, 1000.0)} ms; worker {before}; parking {n} runs")
+        run_ids, park_s = asyncio.run(_park(base_url, url, n, args.submitters, args.timeout))
+        time.sleep(5)  # let the last waits settle into recv
+        after = {"threads": _threads(worker.pid), "rss_kb": raw.rss_kb(worker.pid)}
+        loaded = asyncio.run(_probes(base_url, args.probes, "loaded"))
+        idle_s, loaded_s = summarize(idle, 1000.0), summarize(loaded, 1000.0)
+        growth_kb = _delta(before["rss_kb"], after["rss_kb"])
+        added_threads = _delta(before["threads"], after["threads"])
+        result |= {
+            "park_seconds": round(park_s, 1),
+            "worker_before": before,
+            "worker_parked": after,
+            "threads_per_parked_run": None if added_threads is None else round(added_threads / n, 3),
+            "rss_growth_mb": None if growth_kb is None else round(growth_kb / 1024, 1),
+            "rss_growth_kb_per_parked_run": None if growth_kb is None else round(growth_kb / n, 1),
+            "time_to_gate_ms": {"idle": idle_s, "parked": loaded_s},
+            "time_to_gate_ratio_p50": ratio(loaded_s["p50"], idle_s["p50"]),
+        }
+        _log(f"N={n}: parked in {park_s:.0f} s; worker {after}; loaded time to gate {loaded_s} ms")
+        result["sigterm"] = _sigterm(worker)
+        _log(f"N={n}: SIGTERM with {n} parked: {result['sigterm']}")
+        if args.resume:
+            t0 = time.monotonic()
+            worker.start()
+            stack.wait_http(admin, timeout=300, proc=worker)
+            result["restart_seconds"] = round(time.monotonic() - t0, 1)
+            result["resume_all_succeeded_seconds"] = round(
+                asyncio.run(_resume(base_url, url, run_ids, args.timeout)), 1
+            )
+            result["statuses_after_resume"] = _statuses(url, run_ids)
+            _log(f"N={n}: resumed: {result['statuses_after_resume']} in {result['resume_all_succeeded_seconds']} s")
+    finally:
+        shim.kill()
+        worker.kill()
+        with contextlib.suppress(psycopg.Error):
+            database.drop(settings)
+    return result
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    args = _args(argv)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so each round's finally stops its processes.
+    signal.signal(signal.SIGTERM, _interrupt)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = Settings()
+    if base.database_url_env is None:
+        from intentd.db import server
+
+        _log(f"postgres: {server.up(base)}")
+    counts = [int(c) for c in args.parked.split(",") if c.strip()]
+    rounds = [_one(args, base, n, stamp) for n in counts]
+    machine = report.machine(rounds[0].pop("pg_version", None) if rounds else None)
+    out = {
+        "bench": "parked",
+        "stamp": stamp,
+        "command": "mise run bench -- " + " ".join(argv),
+        "mode": "mock (OC_MODE=mock)",
+        "machine": machine,
+        "rounds": rounds,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"parked-{stamp}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    _log(f"wrote {path}")
+    print(json.dumps(rounds, indent=2))
+    return 0
