@@ -56,3 +56,10 @@ def test_each_mode_serves_its_own_request_bodies() -> None:
     for name in ("ApprovePlan", "RejectPlan", "RequestChanges"):
         assert "planHash" in on[name]["required"], name
         assert on[name]["properties"]["planHash"]["type"] == "string", name
+
+
+def test_auth_off_documents_the_token_as_optional_and_auth_on_as_required() -> None:
+    off = create_app(Settings(INTENTD_AUTH="off")).openapi()["paths"]["/runs"]["get"]
+    on = create_app(Settings(INTENTD_AUTH="tokens")).openapi()["paths"]["/runs"]["get"]
+    assert off["security"] == [{}, {"bearer": []}]
+    assert on["security"] == [{"bearer": []}]

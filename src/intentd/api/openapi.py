@@ -72,6 +72,7 @@ def document(app: FastAPI, settings: Settings) -> None:
         if not app.openapi_schema:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
             _document_errors(doc)
+            _document_headers(doc)
             _document_json_values(doc)
             _document_recipes(doc, load_recipes(settings.recipes_file))
             _document_links(doc)
@@ -80,6 +81,22 @@ def document(app: FastAPI, settings: Settings) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_headers(doc: dict[str, Any]) -> None:
+    """A header is a string or absent, never JSON null: pydantic's `anyOf [string, null]` for an
+    optional header made a client send the text "null" (Last-Event-ID: null) as schema-valid, which
+    the pattern refuses (400). Optional is said by `required: false` alone."""
+    for item in doc["paths"].values():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                alts = param.get("schema", {}).get("anyOf")
+                if param.get("in") != "header" or not alts:
+                    continue
+                kept = [alt for alt in alts if alt.get("type") != "null"]
+                if len(kept) == 1:
+                    rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
+                    param["schema"] = {**kept[0], **rest}
 
 
 def _document_errors(doc: dict[str, Any]) -> None:
