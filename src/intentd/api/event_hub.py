@@ -1,16 +1,19 @@
 """The shim's one LISTEN connection, fanned out to the stream clients of this process.
 
 One task LISTENs on `intentd_events` and wakes the subscribers of the run a notification names (and,
-after numbering the new events, the global subscribers). A wake is only a hint: each client then
-reads its rows from app.events by (run_id, seq > last) or (id > last). After a database restart the
-task reconnects and wakes everyone, who re-read, so an event whose notification was lost is not.
-Never a polling loop per client.
+after numbering the new events, the global subscribers). A wake is only a hint: the stream's feed
+(event_feed.py) then reads the rows past its tail from app.events by (run_id, seq > tail) or
+(id > tail) ONCE, and every woken client takes its rows from that read; a client older than the
+feed's window reads for itself. After a database restart the task reconnects and wakes everyone, who
+re-read, so an event whose notification was lost is not. Never a polling loop per client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +22,25 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from intentd.api.event_feed import WINDOW, Batch, Entry, Feed
 from intentd.api.reads import DatabaseUnavailable
 from intentd.db import events as ev
 
 log = logging.getLogger("intentd.api.events")
 _RECONNECT_WAITS = (0.2, 0.5, 1.0, 2.0, 5.0)
+_BATCH = 500
+_GLOBAL_HEAD_SQL = "SELECT coalesce(max(id), 0) AS head FROM app.events"
+_RUN_HEAD_SQL = "SELECT coalesce(max(seq), 0) AS head FROM app.events WHERE run_id = %(run)s"
+_STATUS_SQL = "SELECT status FROM app.runs WHERE run_id = %(run)s"
+
+
+def frame(event_id: int, row: dict[str, Any]) -> str:
+    """One SSE event: `id:` its position in the stream, `event:` its type, `data:` the JSON body."""
+    data = json.dumps(
+        {"runId": row["run_id"], "seq": row["seq"], "type": row["type"], "data": row["data"], "at": row["at"]},
+        separators=(",", ":"),
+    )
+    return f"id: {event_id}\nevent: {row['type']}\ndata: {data}\n\n"
 
 
 @dataclass(eq=False)
@@ -35,9 +52,11 @@ class Subscriber:
 
 
 class EventHub:
-    def __init__(self, conninfo: str, *, pool_size: int = 8):
+    def __init__(self, conninfo: str, *, pool_size: int = 8, window: int = WINDOW):
         self._conninfo = conninfo
+        self._window = window
         self._subs: dict[str | None, set[Subscriber]] = {}
+        self._feeds: dict[str | None, Feed] = {}  # one per stream followed, dropped with its last client
         self._sequence_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()  # set while the LISTEN connection is up
@@ -67,7 +86,13 @@ class EventHub:
     def subscribe(self, run_id: str | None) -> Subscriber:
         sub = Subscriber(run_id)
         self._subs.setdefault(run_id, set()).add(sub)
+        if run_id not in self._feeds:
+            reader = self._read_global if run_id is None else functools.partial(self._read_run, run_id)
+            self._feeds[run_id] = Feed(reader, self._window)
         return sub
+
+    def feed(self, sub: Subscriber) -> Feed:
+        return self._feeds[sub.run_id]
 
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self._subs.get(sub.run_id)
@@ -75,16 +100,22 @@ class EventHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.run_id]
+                self._feeds.pop(sub.run_id, None)
 
     @property
     def clients(self) -> int:
         return sum(len(s) for s in self._subs.values())
 
     def _wake(self, key: str | None) -> None:
+        feed = self._feeds.get(key)
+        if feed is not None:
+            feed.bump()
         for sub in self._subs.get(key, ()):
             sub.wake.set()
 
     def _wake_all(self) -> None:
+        for feed in self._feeds.values():
+            feed.bump()
         for subs in self._subs.values():
             for sub in subs:
                 sub.wake.set()
@@ -106,6 +137,32 @@ class EventHub:
                     raise DatabaseUnavailable(str(exc)) from exc
                 await self.pool.check()
         raise AssertionError("unreachable")
+
+    async def _read_global(self, tail: int | None) -> Batch:
+        """The global feed's one read per wake: every type (each client filters its own)."""
+        if tail is None:
+            return Batch([], (await self.fetch(_GLOBAL_HEAD_SQL, {}))[0]["head"])
+        entries: list[Entry] = []
+        while True:
+            rows = await self.fetch(ev.GLOBAL_EVENTS_SQL, {"after": tail, "types": None, "limit": _BATCH})
+            entries.extend(Entry(r["id"], r["type"], frame(r["id"], r)) for r in rows)
+            tail = rows[-1]["id"] if rows else tail
+            if len(rows) < _BATCH:
+                return Batch(entries, tail)
+
+    async def _read_run(self, run_id: str, tail: int | None) -> Batch:
+        """A run feed's one read per wake; the status first (see Batch)."""
+        found = await self.fetch(_STATUS_SQL, {"run": run_id})
+        status = found[0]["status"] if found else None
+        if tail is None:
+            return Batch([], (await self.fetch(_RUN_HEAD_SQL, {"run": run_id}))[0]["head"], status)
+        entries: list[Entry] = []
+        while True:
+            rows = await self.fetch(ev.RUN_EVENTS_SQL, {"run": run_id, "after": tail, "limit": _BATCH})
+            entries.extend(Entry(r["seq"], r["type"], frame(r["seq"], r)) for r in rows)
+            tail = rows[-1]["seq"] if rows else tail
+            if len(rows) < _BATCH:
+                return Batch(entries, tail, status)
 
     async def sequence(self) -> None:
         """Number the committed events (the global stream reads by id)."""

@@ -1,16 +1,17 @@
 """Server-Sent Events: GET /runs/{id}/events/stream (one run, `id:` = its seq) and GET /events/stream
 (every run, `id:` = the global id).
 
-A client is woken by the process's one LISTEN connection (event_hub.py) and then reads its rows from
-app.events past its last id, so it resumes with Last-Event-ID (header, or `lastEventId` for clients
-that cannot set one) with no gap and no duplicate. A run stream ends once the run has ended and all
+A client is woken by the process's one LISTEN connection (event_hub.py) and takes its rows past its
+last id from the stream's shared feed (event_feed.py: one read per wake, however many follow); a
+client older than the feed's window (an old Last-Event-ID, or too slow) reads app.events itself until
+it reaches the window. So it resumes with Last-Event-ID (header, or `lastEventId` for clients that
+cannot set one) with no gap and no duplicate. A run stream ends once the run has ended and all
 its events are sent; any stream ends after INTENTD_STREAM_MAX_SECONDS (the client resumes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from intentd.api.event_hub import EventHub, Subscriber
+from intentd.api.event_feed import Entry
+from intentd.api.event_hub import EventHub, Subscriber, frame
 from intentd.api.handoff import ENDED_STATUSES
 from intentd.db import events as ev
 from intentd.errors import NotFound
@@ -55,14 +57,6 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
-
-
-def _frame(event_id: int, row: dict[str, Any]) -> str:
-    data = json.dumps(
-        {"runId": row["run_id"], "seq": row["seq"], "type": row["type"], "data": row["data"], "at": row["at"]},
-        separators=(",", ":"),
-    )
-    return f"id: {event_id}\nevent: {row['type']}\ndata: {data}\n\n"
 
 
 def _resume_point(header: str | None, query: str | None) -> int | None:
@@ -122,30 +116,34 @@ async def run_stream(
 
     async def frames() -> AsyncIterator[str]:
         nonlocal after
-        follow = _Follow(request, hub, sub)
+        follow, feed = _Follow(request, hub, sub), hub.feed(sub)
         rows = first
         try:
+            while rows:  # its own reads up to the run's head (at most a batch behind the start)
+                yield "".join(frame(row["seq"], row) for row in rows)
+                after = rows[-1]["seq"]
+                full = len(rows) == _BATCH
+                rows = await hub.fetch(ev.RUN_EVENTS_SQL, {"run": rid, "after": after, "limit": _BATCH}) if full else []
             while True:
-                for row in rows:
-                    yield _frame(row["seq"], row)
-                    after = row["seq"]
-                if len(rows) == _BATCH:
-                    rows = await hub.fetch(ev.RUN_EVENTS_SQL, {"run": rid, "after": after, "limit": _BATCH})
-                    continue
-                # The status is read BEFORE the rows: an ended status means its event is among them.
                 sub.wake.clear()
-                status = (await hub.fetch(_RUN_SQL, {"ref": rid}))[0]["status"]
-                rows = await hub.fetch(ev.RUN_EVENTS_SQL, {"run": rid, "after": after, "limit": _BATCH})
-                if rows:
-                    continue
-                if status in ENDED_STATUSES:
+                entries = await feed.since(after)
+                if entries is None:  # older than the feed's window: a read of its own
+                    rows = await hub.fetch(ev.RUN_EVENTS_SQL, {"run": rid, "after": after, "limit": _BATCH})
+                    if rows:
+                        yield "".join(frame(row["seq"], row) for row in rows)
+                        after = rows[-1]["seq"]
+                        continue
+                elif entries:
+                    yield "".join(e.frame for e in entries)
+                    after = entries[-1].pos
+                # The feed read the status BEFORE its rows: ended and all sent means nothing follows.
+                if feed.status in ENDED_STATUSES and feed.tail is not None and after >= feed.tail:
                     return
                 beat = await follow.wait()
                 if beat is None:
                     return
                 if beat:
                     yield beat
-                rows = await hub.fetch(ev.RUN_EVENTS_SQL, {"run": rid, "after": after, "limit": _BATCH})
         finally:
             hub.unsubscribe(sub)
 
@@ -178,18 +176,33 @@ async def global_stream(
         hub.unsubscribe(sub)
         raise
 
+    def wanted(entries: list[Entry]) -> str:
+        return "".join(e.frame for e in entries if types is None or e.type in types)
+
     async def frames() -> AsyncIterator[str]:
         nonlocal after
-        follow = _Follow(request, hub, sub)
+        follow, feed = _Follow(request, hub, sub), hub.feed(sub)
         try:
             while True:
                 sub.wake.clear()
-                rows = await hub.fetch(ev.GLOBAL_EVENTS_SQL, {"after": after, "types": types, "limit": _BATCH})
-                for row in rows:
-                    yield _frame(row["id"], row)
-                    after = row["id"]
-                if len(rows) == _BATCH:
-                    continue
+                entries = await feed.since(after)
+                if entries is None:
+                    # Older than the feed's window: its own read, of every type so that `after` moves
+                    # past the rows the filter skips and reaches the window.
+                    rows = await hub.fetch(ev.GLOBAL_EVENTS_SQL, {"after": after, "types": None, "limit": _BATCH})
+                    entries = [Entry(r["id"], r["type"], frame(r["id"], r)) for r in rows]
+                    if entries:
+                        after = entries[-1].pos
+                        chunk = wanted(entries)
+                        if chunk:
+                            yield chunk
+                    if len(rows) == _BATCH:
+                        continue
+                elif entries:
+                    after = entries[-1].pos
+                    chunk = wanted(entries)
+                    if chunk:
+                        yield chunk
                 beat = await follow.wait()
                 if beat is None:
                     return
