@@ -1,6 +1,10 @@
 """`POST /runs/{id}/deliver {branch}` and a recipe's `deliver.branch`, against the live daemon and a
 real git repository made here (under INTENTD_REPO_ROOTS).
 
+The shim only records the request (202, state requested) and enqueues the worker's delivery
+workflow; the worker does the git part and the delivery becomes delivered {commit} or refused {error}
+(read back with GET /runs/{id}/deliveries).
+
 The repository is hostile: every hook git knows writes a marker, its config names an fsmonitor, a
 filter driver (with a `.gitattributes` that uses it) and an include; its working tree is dirty (a
 modified file, a staged change and an untracked file). Delivery must create only the branch, holding
@@ -167,6 +171,23 @@ def _no_markers(roots: Path) -> None:
     assert sorted(p.name for p in (roots / "markers").iterdir()) == []
 
 
+def _finished(stack: Stack, run_id: str, branch: str, timeout: float = 60) -> dict[str, Any]:
+    """The delivery of `branch` once the worker has recorded its outcome (GET /runs/{id}/deliveries)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = stack.http.get(f"/runs/{run_id}/deliveries")
+        assert res.status_code == 200, res.text
+        found = [d for d in res.json()["deliveries"] if d["branch"] == branch]
+        if found and found[0]["state"] != "requested":
+            return dict(found[0])
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+
+
+def _workflows(stack: Stack, workflow_id: str) -> list[tuple[Any, ...]]:
+    return _sql(stack, "SELECT name, status FROM dbos.workflow_status WHERE workflow_uuid = %s", workflow_id)
+
+
 def test_deliver_creates_one_commit_on_a_new_branch_and_touches_nothing_else(stack: Stack, roots: Path) -> None:
     repo = make_hostile_repo(roots / "repos", roots / "markers")
     base = git(repo, "rev-parse", "HEAD").strip()
@@ -176,9 +197,14 @@ def test_deliver_creates_one_commit_on_a_new_branch_and_touches_nothing_else(sta
 
     res = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "intentd/feature-1"})
     assert res.status_code == 202, res.text
-    body = res.json()
+    asked = res.json()
+    # The shim answered before any git: the request only, recorded with its workflow.
+    assert asked["state"] in ("requested", "delivered") and asked["runId"] == run_id and asked["repo"] == str(repo)
+    assert asked["workflowId"] == f"deliver-{run_id}-intentd/feature-1"
+    body = _finished(stack, run_id, "intentd/feature-1")
+    assert body["state"] == "delivered" and body["error"] is None, body
+    assert body["deliveryId"] == asked["deliveryId"] and body["finishedAt"]
     commit = body["commit"]
-    assert body["branch"] == "intentd/feature-1" and body["runId"] == run_id and body["repo"] == str(repo)
     assert git(repo, "rev-parse", "refs/heads/intentd/feature-1").strip() == commit
     assert git(repo, "rev-list", "--parents", "-n", "1", commit).split() == [commit, base]  # one commit on the base
     message = git(repo, "log", "-1", "--format=%B", commit)
@@ -200,33 +226,48 @@ def test_deliver_creates_one_commit_on_a_new_branch_and_touches_nothing_else(sta
     _no_markers(roots)
     assert snapshot(repo) == before
     assert "app.txt" in git(repo, "status", "--porcelain")  # still dirty
-    # Recorded once, with an audit row.
-    rows = _sql(stack, "SELECT branch, commit, delivered_by, op_key FROM app.deliveries WHERE run_id = %s", run_id)
-    assert rows == [("intentd/feature-1", commit, "local", f"{run_id}:deliver:intentd/feature-1")]
-    audits = _sql(stack, "SELECT details->>'commit' FROM app.audit_log WHERE run_id = %s AND act = 'deliver'", run_id)
-    assert audits == [(commit,)]
+    # Recorded once, with an audit row, by one delivery workflow (run by the worker).
+    rows = _sql(
+        stack, "SELECT branch, state, commit, requested_by, op_key FROM app.deliveries WHERE run_id = %s", run_id
+    )
+    assert rows == [("intentd/feature-1", "delivered", commit, "local", f"{run_id}:deliver:intentd/feature-1")]
+    audits = _sql(stack, "SELECT details->>'branch' FROM app.audit_log WHERE run_id = %s AND act = 'deliver'", run_id)
+    assert audits == [("intentd/feature-1",)]
+    assert _workflows(stack, body["workflowId"]) == [("intentd.deliver", "SUCCESS")]
 
-    # A repeat returns the same delivery and writes nothing.
+    # A repeat returns the same delivery, writes nothing and starts no second workflow.
     counts = _counts(stack)
     again = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "intentd/feature-1"})
     assert again.status_code == 200 and again.json() == body
     assert _counts(stack) == counts
+    assert _workflows(stack, body["workflowId"]) == [("intentd.deliver", "SUCCESS")]
 
     # Another branch of the same run: the same commit (the commit is a function of the run).
     other = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "intentd/feature-2"})
-    assert other.status_code == 202 and other.json()["commit"] == commit
+    assert other.status_code == 202, other.text
+    assert _finished(stack, run_id, "intentd/feature-2")["commit"] == commit
 
-    # A branch that exists with another commit, or the checked-out one: 409, nothing written.
+    # A branch that exists with another commit, or the checked-out one: accepted, then refused by
+    # the worker; the repository is left as it was.
     git(repo, "branch", "taken", base)
-    counts = _counts(stack)
-    taken = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "taken"})
-    assert taken.status_code == 409 and taken.json()["error"]["code"] == "branch_exists", taken.text
-    main = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "main"})
-    assert main.status_code == 409 and main.json()["error"]["code"] == "branch_checked_out", main.text
-    assert _counts(stack) == counts
+    for branch, code in (("taken", "branch_exists"), ("main", "branch_checked_out")):
+        res = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": branch})
+        assert res.status_code == 202, res.text
+        refused = _finished(stack, run_id, branch)
+        assert refused["state"] == "refused" and refused["commit"] is None, refused
+        assert refused["error"]["code"] == code and refused["error"]["message"], refused
     assert git(repo, "rev-parse", "refs/heads/taken").strip() == base
+    assert git(repo, "rev-parse", "refs/heads/main").strip() == base
     _no_markers(roots)
     assert snapshot(repo) == before
+    listed = stack.http.get(f"/runs/{run_id}/deliveries").json()
+    assert [(d["branch"], d["state"]) for d in listed["deliveries"]] == [
+        ("intentd/feature-1", "delivered"),
+        ("intentd/feature-2", "delivered"),
+        ("taken", "refused"),
+        ("main", "refused"),
+    ]
+    assert stack.http.get("/runs/run-nope/deliveries").status_code == 404
 
 
 def test_deliver_refuses_bad_names_unfinished_runs_and_runs_without_a_repo(stack: Stack, roots: Path) -> None:
@@ -240,17 +281,18 @@ def test_deliver_refuses_bad_names_unfinished_runs_and_runs_without_a_repo(stack
     counts = _counts(stack)
     early = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "early"})
     assert early.status_code == 409 and early.json()["error"]["code"] == "run_not_succeeded"
-    for bad in ("a..b", "-x", "x.lock", "a b", "x/", "@{1}", "", "a" * 201):
+    for bad in ("a..b", "-x", "x.lock", "a b", "x/", "@{1}", "", "a" * 201, "HEAD", "a/.b", "x."):
         res = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": bad})
         assert res.status_code == 400, (bad, res.text)
     assert stack.http.post(f"/runs/{run_id}/deliver", json={"branch": "x", "extra": 1}).status_code == 400
     assert stack.http.post("/runs/run-nope/deliver", json={"branch": "x"}).status_code == 404
-    assert _counts(stack) == counts
+    assert _counts(stack) == counts  # app tables and dbos.workflow_status: no row, no workflow
     no_repo = _succeeded_run(stack, "no repository here", None)
     counts = _counts(stack)
     res = stack.http.post(f"/runs/{no_repo}/deliver", json={"branch": "x"})
     assert res.status_code == 409 and res.json()["error"]["code"] == "no_repo"
     assert _counts(stack) == counts
+    assert stack.http.get(f"/runs/{no_repo}/deliveries").json()["deliveries"] == []
     assert git(repo, "branch", "--list").split() == ["*", "main"]
     _no_markers(roots)
 
@@ -261,14 +303,9 @@ def test_recipe_deliver_branch_is_applied_on_success(stack: Stack, roots: Path) 
     run_id = _succeeded_run(stack, "deliver me by recipe", repo, recipeName="deliver-auto")
     intent_id = stack.get(run_id)["intentId"]
     branch = f"intentd/{intent_id}"
-    rows: list[tuple[Any, ...]] = []
-    for _ in range(200):
-        rows = _sql(stack, "SELECT branch, commit, delivered_by FROM app.deliveries WHERE run_id = %s", run_id)
-        if rows:
-            break
-        time.sleep(0.05)
-    assert rows and rows[0][0] == branch and rows[0][2] == "recipe:deliver-auto"
-    commit = rows[0][1]
+    found = _finished(stack, run_id, branch)
+    assert found["state"] == "delivered" and found["requestedBy"] == "recipe:deliver-auto", found
+    commit = found["commit"]
     assert git(repo, "rev-parse", f"refs/heads/{branch}").strip() == commit
     result = _sql(
         stack,
@@ -277,8 +314,12 @@ def test_recipe_deliver_branch_is_applied_on_success(stack: Stack, roots: Path) 
         run_id,
     )
     assert result == [("SUCCESS",)]
+    # The recipe's delivery ran in the run's own workflow: no delivery workflow was started for it.
+    assert found["workflowId"] == stack.get(run_id)["workflowId"]
+    assert _workflows(stack, f"deliver-{run_id}-{branch}") == []
     # The manual call for the same branch has the recipe's op_key: it finds that delivery.
     again = stack.http.post(f"/runs/{run_id}/deliver", json={"branch": branch})
     assert again.status_code == 200 and again.json()["commit"] == commit
+    assert _workflows(stack, f"deliver-{run_id}-{branch}") == []
     _no_markers(roots)
     assert snapshot(repo) == before

@@ -52,6 +52,7 @@ OPERATIONS = [
     "GET /runs/{run_id}/events/stream",
     "GET /events/stream",
     "POST /runs/{run_id}/deliver",
+    "GET /runs/{run_id}/deliveries",
 ]
 _NO_INPUT = {"GET /healthz"}
 _HEALTHZ_CASES = 1  # no input: Hypothesis generates the one request there is

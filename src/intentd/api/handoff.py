@@ -345,11 +345,25 @@ class Handoff:
     # POST /runs/{id}/deliver --------------------------------------------------------------------
 
     def deliver(
-        self, run_ref: str, branch: str, *, actor: Principal, roots: Sequence[Path], tmp_dir: Path
+        self, run_ref: str, branch: str, *, actor: Principal, roots: Sequence[Path]
     ) -> tuple[dict[str, Any], bool]:
-        """The run's commit as a new branch of its repository: its row, its audit row and the ref
-        under the run row's lock (intentd.delivery). No DBOS half: the run's workflow has ended."""
-        return delivery.deliver(self.engine, run_ref, branch, actor=actor, roots=roots, tmp_dir=tmp_dir)
+        """Record the delivery of the run's commit to `branch` (app.deliveries, state requested, and its
+        audit row) and enqueue the worker's delivery workflow, in one transaction: (row, created). The
+        git part is the worker's (intentd.workflow.deliver); a repeat of (run, branch) returns the
+        existing row and starts nothing (created False)."""
+        with self.engine.begin() as conn:
+            found, created = delivery.request(conn, run_ref, branch, actor=actor, roots=roots)
+            if created:
+                _between_halves("deliver")
+                options: EnqueueOptions = {
+                    "workflow_name": delivery.WORKFLOW_NAME,
+                    "queue_name": delivery.QUEUE,
+                    "workflow_id": found["workflow_id"],
+                    "app_version": self.app_version,
+                    "workflow_id_reuse_policy": "reject",
+                }
+                self.client.enqueue_in_transaction(conn, options, found["op_key"])
+        return found, created
 
     def _locked_run(self, conn: sa.Connection, run_ref: str) -> dict[str, Any]:
         run = None if "\x00" in run_ref else q.get_run(conn, run_ref, lock=True)

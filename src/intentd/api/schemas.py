@@ -402,15 +402,37 @@ class CancelAccepted(Accepted):
     from_status: str = Field(serialization_alias="fromStatus", description="The status the cancel ended.")
 
 
+class DeliveryError(BaseModel):
+    code: str = Field(
+        description="branch_exists, branch_checked_out, patch_does_not_apply, no_base, no_repo, "
+        "repo_not_allowed or delivery_failed."
+    )
+    message: str
+
+
 class Delivery(BaseModel):
     delivery_id: int = Field(serialization_alias="deliveryId")
     run_id: str = Field(serialization_alias="runId")
     repo: str = Field(description="The intent's inputs.repo.")
     branch: str
-    commit: str = Field(description="The delivered commit: the run's patch on the commit the run cloned.")
+    state: Literal["requested", "delivered", "refused"] = Field(
+        description="requested: the worker's delivery workflow has not finished; delivered: `commit` is the "
+        "branch's head; refused: `error` says why (nothing of the repository changed)."
+    )
+    commit: str | None = Field(
+        description="Once delivered: the run's patch on the commit the run cloned, as the branch's head."
+    )
+    error: DeliveryError | None = Field(description="Once refused: why.")
     op_key: str = Field(serialization_alias="opKey", description="A repeat with the same opKey returns this row.")
-    delivered_by: str = Field(serialization_alias="deliveredBy")
-    at: datetime
+    workflow_id: str = Field(serialization_alias="workflowId", description="The workflow doing the git part.")
+    requested_by: str = Field(serialization_alias="requestedBy")
+    at: datetime = Field(description="When it was requested.")
+    finished_at: datetime | None = Field(serialization_alias="finishedAt")
+
+
+class RunDeliveries(BaseModel):
+    run_id: str = Field(serialization_alias="runId")
+    deliveries: list[Delivery] = Field(description="Oldest first.")
 
 
 class RetryAccepted(Accepted):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 from psycopg.conninfo import make_conninfo
 
-from intentd import __version__
+from intentd import __version__, delivery
 from intentd.config import Settings, get_settings
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine, datasource_pool_size
@@ -129,8 +129,16 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     recipe_hooks = {name: r.webhooks for name, r in recipes.items()}
     webhook_endpoints.validate([*common_hooks, *(e for hooks in recipe_hooks.values() for e in hooks)], settings)
     webhook_delivery.bind(engine, settings)
-    DBOS.listen_queues(queues)
+    # The delivery workflows (intentd.workflow.deliver) the shim enqueues: git against an operator's
+    # repository runs here, never in the shim.
+    DBOS.listen_queues([*queues, delivery.QUEUE])
     DBOS.launch()
+    DBOS.register_queue(
+        delivery.QUEUE,
+        worker_concurrency=1,
+        polling_interval_sec=settings.queue_poll_seconds,
+        on_conflict="always_update",
+    )
     for name in queues:
         concurrency = max(r.queue_worker_concurrency for r in recipes.values() if r.queue == name)
         DBOS.register_queue(

@@ -1,10 +1,14 @@
-"""After ExecuteST: keep the commit the run cloned, and deliver the recipe's branch (intentd.delivery).
+"""The worker's half of delivery: the delivery workflow, and the run workflow's steps around it.
 
-Two DBOS steps, so a replay after a crash neither records nor delivers twice: `keep_base` (before the
-run ends succeeded: what `POST /runs/{id}/deliver` needs once the workspace is swept) and
-`deliver_branch` (after it: a delivery is of a succeeded run). Neither can fail the run: a delivery
-refused (the branch exists with another commit, the repository left the allowed roots…) is logged
-and returned in the workflow's result; the operator can deliver by hand to another branch.
+`delivery_workflow` (`intentd.deliver`, queue intentd-deliveries) is what `POST /runs/{id}/deliver`
+enqueues, with the app.deliveries row it recorded (intentd.delivery): one DBOS step, DeliverBranchST,
+runs the git part (intentd.workflow.delivery_git) and records delivered or refused on the row.
+
+After ExecuteST, two steps of the run workflow, so a replay after a crash neither records nor delivers
+twice: `keep_base` (before the run ends succeeded: what a delivery needs once the workspace is swept)
+and `deliver_branch` (after it, for a recipe's deliver.branch: a delivery is of a succeeded run).
+Neither can fail the run: a delivery refused (the branch exists with another commit, the repository
+left the allowed roots…) is recorded on its row, logged and returned in the workflow's result.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from intentd import delivery
 from intentd.errors import IntentdError, StepError
 from intentd.identity import Principal, Role
 from intentd.recipes import Recipe
-from intentd.workflow import resources, workspace
+from intentd.workflow import delivery_git, resources, workspace
 
 log = logging.getLogger("intentd.workflow")
 
@@ -38,19 +42,43 @@ def keep_base(run_id: str, ws: str, repo: str) -> str | None:
     return base
 
 
+@DBOS.step(name="DeliverBranchST", retries_allowed=True, max_attempts=3, interval_seconds=1.0)
+def deliver_requested(key: str) -> dict[str, Any]:
+    """The git part of the delivery `key` (idempotent: a retried or replayed step finds its row done)."""
+    res = resources.get()
+    done = delivery_git.execute(res.engine, key, roots=res.settings.repo_roots, tmp_dir=res.settings.tmp_dir)
+    return _outcome(done)
+
+
+@DBOS.workflow(name=delivery.WORKFLOW_NAME, max_recovery_attempts=100)
+def delivery_workflow(key: str) -> dict[str, Any]:
+    """Enqueued by the shim with the row it recorded (state requested)."""
+    return deliver_requested(key)
+
+
 @DBOS.step(name="DeliverST", retries_allowed=True, max_attempts=3, interval_seconds=1.0)
 def deliver_branch(run_id: str, branch: str, recipe_name: str) -> dict[str, Any]:
-    """The recipe's delivery (idempotent by op_key: a retried or replayed step finds its own row)."""
+    """The recipe's delivery: its request row (idempotent by op_key) and the git part, in this step."""
     res = resources.get()
     actor = Principal(name=f"recipe:{recipe_name}", roles=frozenset({Role.operator}))
     try:
-        found, _ = delivery.deliver(
-            res.engine, run_id, branch, actor=actor, roots=res.settings.repo_roots, tmp_dir=res.settings.tmp_dir
-        )
-    except IntentdError as exc:  # a 4xx of the API, or git refusing: the run has succeeded all the same
+        with res.engine.begin() as conn:
+            found, _ = delivery.request(
+                conn, run_id, branch, actor=actor, roots=res.settings.repo_roots, workflow=DBOS.workflow_id
+            )
+    except IntentdError as exc:  # refused before any row (no repo, bad name…): the run has succeeded all the same
         log.warning("run %s: delivery to branch %r refused: %s: %s", run_id, branch, exc.code, exc.message)
         return {"ok": False, "branch": branch, "error": {"code": exc.code, "message": exc.message}}
-    return {"ok": True, "branch": branch, "commit": found["commit"]}
+    done = delivery_git.execute(
+        res.engine, found["op_key"], roots=res.settings.repo_roots, tmp_dir=res.settings.tmp_dir
+    )
+    return _outcome(done)
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    if row["state"] == "delivered":
+        return {"ok": True, "branch": row["branch"], "commit": row["commit"]}
+    return {"ok": False, "branch": row["branch"], "state": row["state"], "error": row["error"]}
 
 
 def after_execute(run_id: str, intent_id: str, ws: str, repo: str | None, recipe: Recipe) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from intentd import patch_mail
+from intentd import delivery, patch_mail
 from intentd.api import auth, listing, reads
 from intentd.api.handoff import Handoff
 from intentd.api.schemas import (
@@ -28,6 +28,7 @@ from intentd.api.schemas import (
     RequestChanges,
     RetryAccepted,
     RunAudit,
+    RunDeliveries,
     RunEvent,
     RunPage,
     RunView,
@@ -246,26 +247,38 @@ def cancel(run_id: str, request: Request, body: CancelRun | None = None) -> Any:
     status_code=202,
     response_model=Delivery,
     responses={
-        200: {"model": Delivery, "description": "delivered before (same opKey): the same branch and commit"},
+        200: {"model": Delivery, "description": "requested before (same opKey): that delivery, in its state"},
         400: {"model": ErrorEnvelope, "description": "bad body or branch name (bad_branch); nothing is written"},
         404: {"model": ErrorEnvelope, "description": "no such run"},
         409: {
             "model": ErrorEnvelope,
-            "description": "run_not_succeeded, no_repo, no_base, repo_not_allowed, branch_checked_out, "
-            "branch_exists (with another commit), patch_does_not_apply; nothing is written",
+            "description": "run_not_succeeded, no_repo, no_base, repo_not_allowed; nothing is written",
         },
     },
 )
 def deliver(run_id: str, body: DeliverRun, request: Request) -> Any:
-    """Create `branch` in the intent's allowed inputs.repo holding one commit: the run's patch on the
-    commit the run cloned, the intent as its message, Plan-Hash and Approved-by trailers. The
-    repository's checked-out branch, index and working tree are never touched, and nothing of it runs."""
+    """Request `branch` in the intent's allowed inputs.repo holding one commit: the run's patch on the
+    commit the run cloned, the intent as its message, Plan-Hash and Approved-by trailers. The shim records
+    the request (state requested) and enqueues the worker's delivery workflow; GET /runs/{id}/deliveries
+    shows it become delivered {commit} or refused {error: branch_exists, branch_checked_out,
+    patch_does_not_apply…}. The repository's checked-out branch, index and working tree are never
+    touched, and nothing of it runs."""
     handoff: Handoff = request.app.state.handoff
     settings = request.app.state.settings
-    found, created = handoff.deliver(
-        run_id, body.branch, actor=request.state.principal, roots=settings.repo_roots, tmp_dir=settings.tmp_dir
-    )
+    found, created = handoff.deliver(run_id, body.branch, actor=request.state.principal, roots=settings.repo_roots)
     return JSONResponse(Delivery.model_validate(found).model_dump(mode="json", by_alias=True), 202 if created else 200)
+
+
+@router.get("/{run_id}/deliveries", response_model=RunDeliveries, responses={404: {"model": ErrorEnvelope}})
+def get_deliveries(run_id: str, request: Request) -> Any:
+    """The run's deliveries (POST /runs/{id}/deliver and the recipe's deliver.branch), oldest first."""
+    handoff: Handoff = request.app.state.handoff
+    with handoff.engine.connect() as conn:
+        found = None if "\x00" in run_id else delivery.list_for_run(conn, run_id)
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found", details={"id": run_id})
+    run = found[0]["run_id"] if found else run_id
+    return {"run_id": run, "deliveries": found}
 
 
 @router.get("/{run_id}/audit", response_model=RunAudit, responses={404: {"model": ErrorEnvelope}})

@@ -11,16 +11,25 @@ CREATE TABLE app.run_bases (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 
--- One row per delivered branch. op_key = '<run_id>:deliver:<branch>': a repeated request (or a
--- replayed workflow step) finds its row and returns the same commit; nothing is written twice.
+-- One row per requested delivery (run, branch). The shim records it (state requested) and enqueues
+-- the worker's delivery workflow (workflow_id, deterministic) in one transaction; the worker runs the
+-- git part and records the outcome: delivered {commit} or refused {error: {code, message}}.
+-- op_key = '<run_id>:deliver:<branch>': a repeated request (or a replayed workflow step) finds its
+-- row; nothing is written twice and no second workflow starts.
 CREATE TABLE app.deliveries (
     delivery_id  bigserial PRIMARY KEY,
     op_key       text NOT NULL UNIQUE,
     run_id       text NOT NULL REFERENCES app.runs (run_id),
     repo         text NOT NULL,
     branch       text NOT NULL,
-    commit       text NOT NULL CHECK (commit ~ '^[0-9a-f]{40}$'),
-    delivered_by text NOT NULL,
-    at           timestamptz NOT NULL DEFAULT now()
+    state        text NOT NULL DEFAULT 'requested' CHECK (state IN ('requested', 'delivered', 'refused')),
+    commit       text CHECK (commit ~ '^[0-9a-f]{40}$'),
+    error        jsonb,
+    workflow_id  text NOT NULL,
+    requested_by text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    CHECK ((state = 'delivered') = (commit IS NOT NULL)),
+    CHECK ((state = 'refused') = (error IS NOT NULL))
 );
 CREATE INDEX deliveries_run_idx ON app.deliveries (run_id);
