@@ -5,8 +5,8 @@ runs one after another, each timed from its POST /intents/{id}/run to nextAction
 the idle worker (then rejected, so they hold nothing); the worker's threads and RSS; N runs parked
 at the gate (submitted, compiled, left waiting); threads and RSS again (growth per parked run); the
 same probes on the loaded worker (time-to-gate ratio vs idle); then SIGTERM with the N runs parked
-(seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, and the
-time until all succeed. Writes bench/results/parked-<stamp>.json.
+(seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, the
+time until all succeed, and the probes once more on the idle worker. Writes bench/results/parked-<stamp>.json.
 
 Each parked run holds a queue slot today, so the queue's worker_concurrency is set to N plus the
 probes (the recipes' 1000 would starve the probes at N = 1000); the JSON says what was used.
@@ -245,6 +245,12 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[s
             )
             result["statuses_after_resume"] = _statuses(url, run_ids)
             _log(f"N={n}: resumed: {result['statuses_after_resume']} in {result['resume_all_succeeded_seconds']} s")
+            # The same worker idle again: a second idle figure, taken after the parked phase, since
+            # on a shared host one idle sample taken minutes earlier can be off by the load.
+            again = summarize(asyncio.run(_probes(base_url, args.probes, "idle-again")), 1000.0)
+            result["time_to_gate_ms"]["idle_after_resume"] = again
+            result["time_to_gate_ratio_p50_vs_idle_after_resume"] = ratio(loaded_s["p50"], again["p50"])
+            _log(f"N={n}: idle again, time to gate {again} ms")
     finally:
         shim.kill()
         worker.kill()
@@ -268,19 +274,20 @@ def main(argv: list[str]) -> int:
 
         _log(f"postgres: {server.up(base)}")
     counts = [int(c) for c in args.parked.split(",") if c.strip()]
-    rounds = [_one(args, base, n, stamp) for n in counts]
-    machine = report.machine(rounds[0].pop("pg_version", None) if rounds else None)
-    out = {
+    out: dict[str, Any] = {
         "bench": "parked",
         "stamp": stamp,
         "command": "mise run bench -- " + " ".join(argv),
         "mode": "mock (OC_MODE=mock)",
-        "machine": machine,
-        "rounds": rounds,
+        "rounds": [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"parked-{stamp}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    _log(f"wrote {path}")
+    rounds: list[dict[str, Any]] = out["rounds"]
+    for n in counts:  # written after each round: a later round that is interrupted keeps the earlier ones
+        rounds.append(_one(args, base, n, stamp))
+        out["machine"] = report.machine(rounds[0].get("pg_version"))
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        _log(f"wrote {path}")
     print(json.dumps(rounds, indent=2))
     return 0
