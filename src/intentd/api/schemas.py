@@ -348,6 +348,7 @@ class RunView(BaseModel):
     run_id: str = Field(serialization_alias="runId")
     workflow_id: str = Field(serialization_alias="workflowId")
     intent_id: str = Field(serialization_alias="intentId")
+    goal: str = Field(description="The intent's goal, whole (untrusted text: escape it when rendering).")
     status: str
     next_action: str | None = Field(serialization_alias="nextAction")
     last_step: str | None = Field(serialization_alias="lastStep")

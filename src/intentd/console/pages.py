@@ -38,7 +38,7 @@ async def _runs(request: Request, status: str | None) -> dict[str, Any]:
     except ApiError as exc:
         return {"runs": [], "error": exc.text, "status": status, "statuses": view.STATUSES}
     runs = found.get("items", [])
-    known = await goals(Api(request), pages=1)
+    known = await goals(Api(request))
     for r in runs:
         r["waiting"] = view.waiting_for(r)
         r["goal"] = known.get(r["intentId"], "")

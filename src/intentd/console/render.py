@@ -43,18 +43,11 @@ def served(request: Request) -> dict[str, bool]:
     }
 
 
-async def goals(api: Api, want: str | None = None, pages: int = 3) -> dict[str, str]:
-    """intentId -> goal from GET /intents (newest first). GET /runs/{id} carries no goal and
-    GET /intents has no intentId filter, so the console pages until it finds `want` (a few pages)."""
-    found: dict[str, str] = {}
-    cursor = None
-    for _ in range(pages):
-        page_ = await api.get("/intents", limit=100, cursor=cursor)
-        found.update({i["intentId"]: i.get("goal", "") for i in page_.get("items", [])})
-        cursor = page_.get("nextCursor")
-        if want is None or want in found or not cursor:
-            break
-    return found
+async def goals(api: Api) -> dict[str, str]:
+    """intentId -> goal preview for the runs list, from the newest page of GET /intents: the list
+    items of GET /runs carry no goal (GET /runs/{id} does, whole, and the run page uses that)."""
+    page_ = await api.get("/intents", limit=100)
+    return {i["intentId"]: i.get("goal", "") for i in page_.get("items", [])}
 
 
 def page(request: Request, name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
@@ -78,7 +71,6 @@ async def run_context(request: Request, run_id: str) -> dict[str, Any]:
     """Everything the run detail shows, read through the API."""
     api = Api(request)
     run = await api.get(f"/runs/{run_id}")
-    goal = (await goals(api, want=run["intentId"])).get(run["intentId"])
     has = served(request)
     audit: list[dict[str, Any]] | None = None
     audit_error = None if has["audit"] else messages.unavailable("The audit trail")
@@ -90,7 +82,7 @@ async def run_context(request: Request, run_id: str) -> dict[str, Any]:
             audit_error = exc.text
     return {
         "run": run,
-        "goal": goal,
+        "goal": run.get("goal", ""),
         "plan": run.get("plan") or {},
         "questions": view.questions(run),
         "commands": view.commands(run),

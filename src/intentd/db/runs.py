@@ -198,7 +198,8 @@ SELECT r.status, r.app_version, r.error IS NULL AS no_error, w.status AS workflo
   (w.status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
    AND r.status NOT IN ('succeeded', 'canceled', 'rejected', 'expired')) IS TRUE AS workflow_dead,
   json_build_object(
-  'runId', r.run_id, 'workflowId', r.workflow_id, 'intentId', r.intent_id, 'status', r.status,
+  'runId', r.run_id, 'workflowId', r.workflow_id, 'intentId', r.intent_id,
+  'goal', (SELECT i.goal FROM app.intents i WHERE i.intent_id = r.intent_id), 'status', r.status,
   'nextAction', r.next_action, 'lastStep', r.last_step, 'error', r.error, 'notice', r.notice,
   'retryCount', r.retry_count, 'recipeName', r.recipe_name, 'workload', r.workload, 'traceId', r.trace_id,
   'appVersion', r.app_version, 'plan', r.plan, 'planHash', r.plan_hash, 'decision', r.decision,
