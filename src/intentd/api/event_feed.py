@@ -35,10 +35,12 @@ class Batch:
     entries: list[Entry]
     head: int
     status: str | None = None
+    more: bool = False  # stopped at the limit: another read follows before the wake counts as read
 
 
-# Given the feed's tail (None: not read yet, start at the current head), read every entry past it.
-Reader = Callable[[int | None], Awaitable[Batch]]
+# Given the feed's tail (None: not read yet, start at the current head) and a limit, read the entries
+# past the tail, about `limit` at most (a backlog is read in window-sized steps, never all at once).
+Reader = Callable[[int | None, int], Awaitable[Batch]]
 
 
 class Feed:
@@ -75,7 +77,7 @@ class Feed:
 
     async def _read(self, generation: int) -> None:
         try:
-            batch = await self._reader(self.tail)
+            batch = await self._reader(self.tail, self._window)
         finally:
             self._inflight = None
         if self.tail is None:
@@ -88,4 +90,5 @@ class Feed:
             drop = len(self._entries) - self._window
             self.floor = self._entries[drop - 1].pos
             self._entries = self._entries[drop:]
-        self._read_generation = max(self._read_generation, generation)
+        if not batch.more:
+            self._read_generation = max(self._read_generation, generation)

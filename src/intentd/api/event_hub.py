@@ -138,7 +138,7 @@ class EventHub:
                 await self.pool.check()
         raise AssertionError("unreachable")
 
-    async def _read_global(self, tail: int | None) -> Batch:
+    async def _read_global(self, tail: int | None, limit: int) -> Batch:
         """The global feed's one read per wake: every type (each client filters its own)."""
         if tail is None:
             return Batch([], (await self.fetch(_GLOBAL_HEAD_SQL, {}))[0]["head"])
@@ -147,10 +147,10 @@ class EventHub:
             rows = await self.fetch(ev.GLOBAL_EVENTS_SQL, {"after": tail, "types": None, "limit": _BATCH})
             entries.extend(Entry(r["id"], r["type"], frame(r["id"], r)) for r in rows)
             tail = rows[-1]["id"] if rows else tail
-            if len(rows) < _BATCH:
-                return Batch(entries, tail)
+            if len(rows) < _BATCH or len(entries) >= limit:
+                return Batch(entries, tail, more=len(rows) == _BATCH)
 
-    async def _read_run(self, run_id: str, tail: int | None) -> Batch:
+    async def _read_run(self, run_id: str, tail: int | None, limit: int) -> Batch:
         """A run feed's one read per wake; the status first (see Batch)."""
         found = await self.fetch(_STATUS_SQL, {"run": run_id})
         status = found[0]["status"] if found else None
@@ -161,8 +161,8 @@ class EventHub:
             rows = await self.fetch(ev.RUN_EVENTS_SQL, {"run": run_id, "after": tail, "limit": _BATCH})
             entries.extend(Entry(r["seq"], r["type"], frame(r["seq"], r)) for r in rows)
             tail = rows[-1]["seq"] if rows else tail
-            if len(rows) < _BATCH:
-                return Batch(entries, tail, status)
+            if len(rows) < _BATCH or len(entries) >= limit:
+                return Batch(entries, tail, status, more=len(rows) == _BATCH)
 
     async def sequence(self) -> None:
         """Number the committed events (the global stream reads by id)."""
