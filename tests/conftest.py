@@ -87,6 +87,11 @@ def row_counts(conninfo: str) -> dict[str, str]:
         "app.opencode_calls",
         "app.mock_receipts",
         "app.artifacts",
+        "app.command_executions",
+        "app.audit_log",
+        "app.events",
+        "app.deliveries",
+        "app.webhook_deliveries",
         "dbos.workflow_status",
         "dbos.notifications",
     ]

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from intentd.api import handoff as handoff_mod
 from intentd.api.handoff import Handoff
 from intentd.config import Settings
+from intentd.identity import LOCAL_OPERATOR
 from tests.conftest import row_counts
 
 
@@ -43,7 +44,7 @@ def test_crash_between_run_row_and_enqueue_leaves_neither(
     recipe, workload = h.check_policy(None, None)
     before = row_counts(db_settings.database_url)
     with pytest.raises(Crash):
-        h.start_run(intent, recipe, workload, None)
+        h.start_run(intent, recipe, workload, None, actor=LOCAL_OPERATOR)
     assert crash_between == ["start_run"]
     assert row_counts(db_settings.database_url) == before
     with psycopg.connect(db_settings.database_url) as conn:
@@ -68,7 +69,7 @@ def test_crash_after_enqueue_before_commit_leaves_neither(
     recipe, workload = h.check_policy(None, None)
     before = row_counts(db_settings.database_url)
     with pytest.raises(Crash):
-        h.start_run(intent, recipe, workload, None)
+        h.start_run(intent, recipe, workload, None, actor=LOCAL_OPERATOR)
     assert row_counts(db_settings.database_url) == before
 
 
@@ -87,7 +88,7 @@ def test_crash_between_approval_row_and_send_leaves_neither(
     monkeypatch.setattr(handoff_mod, "_between_halves", lambda where: (_ for _ in ()).throw(Crash(where)))
     before = row_counts(db_settings.database_url)
     with pytest.raises(Crash):
-        _handoff(api).approve(run, "po", None, None)
+        _handoff(api).approve(run, "po", None, None, actor=LOCAL_OPERATOR)
     assert row_counts(db_settings.database_url) == before
     monkeypatch.setattr(handoff_mod, "_between_halves", lambda where: None)
     accepted = api.post(f"/runs/{run}/approve-plan", json={"approvedBy": "po"})
@@ -122,8 +123,8 @@ def test_crash_between_state_change_and_send_leaves_the_run_as_it_was(
     before = row_counts(db_settings.database_url)
     with pytest.raises(Crash):
         if action == "input":
-            _handoff(api).input_event(run, {"answer": "42"})
+            _handoff(api).input_event(run, {"answer": "42"}, actor=LOCAL_OPERATOR)
         else:
-            _handoff(api).retry(run)
+            _handoff(api).retry(run, actor=LOCAL_OPERATOR)
     # Status, gate, retry_count and the event row: all as before (the digest covers updates too).
     assert row_counts(db_settings.database_url) == before

@@ -99,7 +99,8 @@ def test_constraint_guaranteed_properties_are_named_and_reexecutions_reported_no
     assert oracles.main(db_settings, run_id=run_id) == 0  # counted, not a violation
     out = capsys.readouterr().out
     assert "op_key unique (one receipt per side effect)" in out and "guaranteed by PRIMARY KEY" in out
-    assert "at most one live approval per run" in out and "guaranteed by UNIQUE INDEX plan_approvals_one_live" in out
+    assert "at most one live approval per approver and run" in out
+    assert "guaranteed by UNIQUE INDEX plan_approvals_one_live_per_approver" in out
     assert "duplicate op_key rows" not in out and "more than one live approval" not in out
     line = next(x for x in out.splitlines() if "acceptance commands run more than once" in x)
     assert line.endswith("at-least-once: 1 (reported, not a failure)")

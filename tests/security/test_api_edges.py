@@ -109,7 +109,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams_and_writes_no
     sent, answered_at = 0, None
     with socket.create_connection(("127.0.0.1", edge.settings.port), timeout=10) as sock:
         head = (
-            "POST /intents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST /intents HTTP/1.1\r\nHost: 127.0.0.1:{edge.settings.port}\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
         )
         opening = b'{"goal": "x", "inputs": {"blob": "'
@@ -142,7 +142,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams_and_writes_no
     # With a Content-Length over the limit, nothing of the body is read at all.
     with socket.create_connection(("127.0.0.1", edge.settings.port), timeout=10) as sock:
         sock.sendall(
-            f"POST /intents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST /intents HTTP/1.1\r\nHost: 127.0.0.1:{edge.settings.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {10 * limit}\r\n\r\n".encode()
         )
         status, _, body = _read_response(sock, time.monotonic() + 10)
