@@ -20,7 +20,53 @@ def worker(db_settings: Settings) -> Iterator[Any]:
     settings = db_settings.model_copy(update={"oc_mode": "mock", "app_version": "it", "executor_id": "it-worker"})
     handle = worker_main.start(settings, admin_http=False)
     yield handle
+    cancel_open_runs(settings)
     handle.stop()
+
+
+def cancel_open_runs(settings: Settings, timeout: float = 20.0) -> None:
+    """Cancel the runs a module left open (parked at a gate, waiting for a retry), the way an operator
+    would: a workflow parked in DBOS.recv holds a non-daemon executor thread, and the interpreter
+    would wait for it at exit (pytest hangs after its summary)."""
+    import sqlalchemy as sa
+    from dbos import DBOSClient
+
+    from intentd.api.handoff import ENDED_STATUSES, Handoff
+    from intentd.db.connection import create_engine
+    from intentd.identity import LOCAL_OPERATOR
+    from intentd.recipes import load_recipes
+
+    engine = create_engine(settings, pool_size=2, application_name="it-cleanup")
+    client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema, lazy=True)
+    try:
+        handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
+        with engine.connect() as conn:
+            open_runs = [
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT run_id FROM app.runs WHERE NOT (status = ANY(:ended))"),
+                    {"ended": sorted(ENDED_STATUSES)},
+                )
+            ]
+        for run_id in open_runs:
+            handoff.cancel(run_id, "test module teardown", None, actor=LOCAL_OPERATOR)
+        deadline = time.monotonic() + timeout
+        while open_runs and time.monotonic() < deadline:
+            with engine.connect() as conn:
+                pending = conn.execute(
+                    sa.text(
+                        f"SELECT count(*) FROM {settings.dbos_system_schema}.workflow_status s"
+                        " JOIN app.runs r ON r.workflow_id = s.workflow_uuid"
+                        " WHERE r.run_id = ANY(:ids) AND s.status IN ('PENDING', 'ENQUEUED')"
+                    ),
+                    {"ids": open_runs},
+                ).scalar()
+            if not pending:
+                break
+            time.sleep(0.2)
+    finally:
+        client.destroy()
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from intentd.config import Settings
 from intentd.worker import retention
 from intentd.workflow import workspace
-from tests.integration.conftest import start_run, wait_for, wait_status
+from tests.integration.conftest import cancel_open_runs, start_run, wait_for, wait_status
 
 RETENTION_SECONDS = 4.0
 
@@ -47,6 +47,7 @@ def worker(settings: Settings) -> Iterator[Any]:
 
     handle = worker_main.start(settings, admin_http=False)
     yield handle
+    cancel_open_runs(settings)
     handle.stop()
 
 

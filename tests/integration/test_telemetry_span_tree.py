@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from intentd.config import Settings
 from intentd.domain import WORKFLOW_NAME
 from intentd.telemetry import tracing
-from tests.integration.conftest import start_run, wait_status
+from tests.integration.conftest import cancel_open_runs, start_run, wait_status
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,6 +49,7 @@ def traced(spans: InMemorySpanExporter, db_settings: Settings) -> Iterator[TestC
         with TestClient(create_app(settings.model_copy(update={"app_version": "it"}))) as client:
             yield client
     finally:
+        cancel_open_runs(settings)
         handle.stop()
 
 
