@@ -30,6 +30,17 @@ def test_golden_path_intent_to_gate_live_then_approve_to_succeeded_with_the_diff
     # Agent-facing text is shown as text: the goal's markup is escaped, no inline script exists.
     expect(page.locator("#goal")).to_have_text(goal)
     assert page.locator("script:not([src])").count() == 0
+    # Cancel is an operator act on the run, not a decision on the plan: its own panel, after Decide.
+    expect(page.locator("#decide #approve-form")).to_be_visible()
+    expect(page.locator("#decide #cancel-form")).to_have_count(0)
+    expect(page.locator("#operator-actions #cancel-form")).to_be_visible()
+    assert page.evaluate(
+        "document.getElementById('decide').compareDocumentPosition(document.getElementById('operator-actions'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    ), "the operator actions come before the decisions"
+    # No patch yet: one muted line, not two empty panels.
+    expect(page.locator("#diff.pending")).to_contain_text("appear once the plan is approved and applied")
+    expect(page.locator("#diff-h, #commands-h")).to_have_count(0)
     watched.shot("run-detail-gate")
 
     page.get_by_role("button", name=f"Approve plan {run['planHash'][:12]}").click()
@@ -41,6 +52,8 @@ def test_golden_path_intent_to_gate_live_then_approve_to_succeeded_with_the_diff
     page.get_by_label("Unified").check()
     expect(page.locator("#diff-view .d2h-file-diff").first).to_be_visible()
     expect(page.locator("#commands")).to_contain_text("exit 0")
+    expect(page.locator("#diff.pending")).to_have_count(0)  # the patch exists: the full panels
+    expect(page.locator("#operator-actions")).to_have_count(0)  # an ended run: nothing to cancel or retry
     with page.expect_download() as download:
         page.get_by_role("link", name="Download the patch").click()
     assert download.value.suggested_filename == f"{run_id}.diff"
@@ -122,8 +135,13 @@ def test_cancel_a_running_run(stack: Stack, watched: Watched) -> None:
         lambda r: any(s["stepId"] == "ExecuteST" and s["finishedAt"] is None for s in r["steps"]),
     )
     expect_status(page, "running")
-    page.get_by_label("Reason for canceling (optional)").fill("no longer needed")
-    page.get_by_role("button", name="Cancel run").click()
+    # With the keyboard, from its labelled field in the Operator actions panel.
+    reason = page.locator("#operator-actions").get_by_label("Reason for canceling (optional)")
+    reason.focus()
+    page.keyboard.type("no longer needed")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Cancel run"
+    page.keyboard.press("Enter")
     expect_status(page, "canceled", timeout=20)
     expect(page.get_by_role("status").first).to_contain_text("Run canceled.")
     run = wait_api(stack, run_id, lambda r: r["finishedAt"] is not None, timeout=20)

@@ -101,6 +101,7 @@ def test_sign_in_four_eyes_refusal_then_another_approver(
     text = alert_text(page)
     assert "Four-eyes rule" in text and "[403 four_eyes]" in text, text
     watched.shot("four-eyes-refused")
+    expect(page.locator("#operator-actions")).to_have_count(0)  # alice is no operator: no cancel offered
     assert authed.http.get(f"/runs/{run_id}", headers=_bearer(people["vic"])).json()["approvals"] == []
 
     viewer = second.new_page()
@@ -108,6 +109,7 @@ def test_sign_in_four_eyes_refusal_then_another_approver(
     viewer.goto(f"{authed.base}/ui/runs/{run_id}")
     expect(viewer.locator("#plan-hash")).to_be_visible()
     expect(viewer.locator("#approve-form, #cancel-form, #reject-form")).to_have_count(0)  # a viewer decides nothing
+    expect(viewer.locator("#decide, #operator-actions")).to_have_count(0)
     viewer.goto("about:blank")  # leave the live page before its session goes (it would follow to sign-in)
     viewer.context.clear_cookies()
 

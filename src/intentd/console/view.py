@@ -69,8 +69,19 @@ class Actions:
     retry: bool
 
     @property
+    def decide(self) -> bool:
+        """A decision on the plan (or an answer to its questions): the "Decide" panel."""
+        return any((self.approve, self.reject, self.request_changes, self.answer))
+
+    @property
+    def operate(self) -> bool:
+        """An operator act on the run itself (cancel, retry): its own panel, apart from the plan's
+        decisions, so an approver cannot take "Cancel run" for a verdict on the plan."""
+        return self.cancel or self.retry
+
+    @property
     def any(self) -> bool:
-        return any((self.approve, self.reject, self.request_changes, self.answer, self.cancel, self.retry))
+        return self.decide or self.operate
 
 
 def actions(run: dict[str, Any], principal: Principal, served: dict[str, bool]) -> Actions:
