@@ -1,6 +1,7 @@
 """The event streams over HTTP against a real shim and worker (OC_MODE=mock for the stream mechanics):
-a dropped connection resumed with Last-Event-ID misses nothing and repeats nothing, an ended run's
-stream terminates, and the global stream has no gap while several runs commit at once."""
+a dropped connection resumed with Last-Event-ID misses nothing and repeats nothing (also against the
+live daemon and the fixture model), an ended run's stream terminates, and the global stream has no gap
+while several runs commit at once."""
 
 from __future__ import annotations
 
@@ -19,11 +20,20 @@ from intentd_dev.sse import Frame, frames
 from tests.e2e.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.timeout(240)
+_PINGS = {"INTENTD_STREAM_PING_SECONDS": "0.5"}
 
 
 @pytest.fixture(scope="module")
 def stack(pg_server: Settings) -> Iterator[Stack]:
-    s = start_stack(pg_server, f"stream_{uuid.uuid4().hex[:8]}", env={"INTENTD_STREAM_PING_SECONDS": "0.5"})
+    s = start_stack(pg_server, f"stream_{uuid.uuid4().hex[:8]}", env=_PINGS)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def live_stack(pg_server: Settings, live_daemon: Settings) -> Iterator[Stack]:
+    """The same, on the real OpenCode daemon and the fixture model (OC_MODE=live)."""
+    s = start_stack(pg_server, f"stream_live_{uuid.uuid4().hex[:8]}", live=live_daemon, env=_PINGS)
     yield s
     s.stop()
 
@@ -54,20 +64,27 @@ def _read(
     return 200, got
 
 
-def test_dropped_stream_resumes_with_no_gap_and_no_duplicate(stack: Stack) -> None:
-    _, run_id = stack.run("demo c5")
+@pytest.mark.parametrize("mode", ["mock", pytest.param("live", marks=pytest.mark.timeout(600))], ids=["mock", "live"])
+def test_dropped_stream_resumes_with_no_gap_and_no_duplicate(mode: str, request: pytest.FixtureRequest) -> None:
+    # Live: compile and execute go through the real daemon, so the run is slower and its events come
+    # from the wrapper's real session; the resume must hold the same.
+    stack: Stack = request.getfixturevalue("stack" if mode == "mock" else "live_stack")
+    patience = 60.0 if mode == "mock" else 240.0
+    _, run_id = stack.run("demo c5" if mode == "mock" else "resume this stream live")
     status, head = _read(stack, f"/runs/{run_id}/events/stream", stop_after=3)
     assert status == 200 and len(_as_rows(head)) == 3
-    stack.wait_status(run_id, "waiting_input")
+    gate = stack.wait(run_id, lambda r: r["nextAction"] == "approve_plan", timeout=patience)
     last = head[-1].id
     assert last is not None
     # The rest arrives while the client follows: approve from another thread once it is connected.
-    approver = threading.Timer(0.5, lambda: stack.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}))
+    approval = {"approvedBy": "po", "planHash": gate["planHash"]}
+    approver = threading.Timer(0.5, lambda: stack.http.post(f"/runs/{run_id}/approve-plan", json=approval))
     approver.start()
     status, tail = _read(stack, f"/runs/{run_id}/events/stream", headers={"Last-Event-ID": last})
     approver.join()
     assert status == 200
     assert stack.get(run_id)["status"] == "succeeded"  # the stream ended because the run did
+    assert mode == "mock" or stack.oc_sent(), "the live run never reached the daemon"
     got = _as_rows(head) + _as_rows(tail)
     history = _history(stack.settings.database_url, run_id)
     assert got == history

@@ -1,6 +1,8 @@
 """Webhooks against a real worker and shim, with receivers on loopback started here: signed deliveries
 with the event's id as idempotency key, retries with backoff past a receiver that fails its first 3,
-and a delivery that survives a worker SIGKILL mid-POST (at-least-once: the duplicate is counted)."""
+and a delivery that survives a worker SIGKILL mid-POST (at-least-once: the duplicate is counted); then
+the same against the live daemon and the fixture model: every webhook-worthy event of a run arrives
+past a receiver failing its first 3 deliveries and a SIGKILL mid-POST, each with one key."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +22,8 @@ import pytest
 
 from intentd import stack as stack_mod
 from intentd.config import Settings
-from intentd.webhooks.endpoints import SIGNATURE_HEADER, verify
+from intentd.oc import daemon
+from intentd.webhooks.endpoints import SIGNATURE_HEADER, verify, webhook_event
 from tests.e2e.conftest import Stack, start_stack
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,11 +48,11 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 n = len(receiver.got)
-                receiver.got.append({"headers": dict(self.headers), "body": body, "at": time.time()})
+                code = 500 if n < receiver.fail_first else 200
+                receiver.got.append({"headers": dict(self.headers), "body": body, "at": time.time(), "code": code})
                 receiver.arrived.set()
                 if n < receiver.hold_first:
                     time.sleep(receiver.hold_seconds)
-                code = 500 if n < receiver.fail_first else 200
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -77,6 +81,36 @@ class Hooks:
     slow: Receiver
 
 
+def _hooks_stack(
+    pg_server: Settings, prefix: str, endpoints: list[dict[str, Any]], live: Settings | None = None
+) -> tuple[Stack, dict[str, str]]:
+    """A stack whose worker delivers to `endpoints`, and the environment its worker restarts with."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    env = {
+        "INTENTD_WEBHOOKS": json.dumps(endpoints),
+        "WH_SECRET": SECRET,
+        "INTENTD_WEBHOOK_BACKOFF": "0.2",
+        "INTENTD_WEBHOOK_TIMEOUT": "20",
+    }
+    s = start_stack(pg_server, name, live=live, env=env)
+    extra = {
+        "DATABASE_URL": s.settings.database_url,
+        "INTENTD_TMP": str(s.settings.tmp_dir),
+        "INTENTD_EXECUTOR_ID": f"e2e-{name}",
+        **env,
+    }
+    if s.proxy is not None:  # live: the restarted worker reaches the daemon through the same recorder
+        assert s.live is not None
+        extra |= daemon.client_env(s.live) | {"OC_BASE_URL": s.proxy.url}
+    return s, extra
+
+
+def _restart_worker(s: Stack, extra: dict[str, str]) -> None:
+    s.worker = stack_mod.worker(s.settings, **extra)
+    s.worker.start()
+    stack_mod.wait_http(f"http://127.0.0.1:{s.settings.admin_port}/healthz", timeout=60, proc=s.worker)
+
+
 @pytest.fixture(scope="module")
 def hooks(pg_server: Settings) -> Iterator[Hooks]:
     ok, flaky, slow = Receiver(), Receiver(fail_first=3), Receiver(hold_first=1, hold_seconds=8)
@@ -85,20 +119,7 @@ def hooks(pg_server: Settings) -> Iterator[Hooks]:
         {"name": "flaky", "url": flaky.url, "secretEnv": "WH_SECRET", "events": ["run.succeeded"]},
         {"name": "slow", "url": slow.url, "secretEnv": "WH_SECRET", "events": ["run.canceled"]},
     ]
-    name = f"hooks_{uuid.uuid4().hex[:8]}"
-    env = {
-        "INTENTD_WEBHOOKS": json.dumps(endpoints),
-        "WH_SECRET": SECRET,
-        "INTENTD_WEBHOOK_BACKOFF": "0.2",
-        "INTENTD_WEBHOOK_TIMEOUT": "20",
-    }
-    s = start_stack(pg_server, name, env=env)
-    extra = {
-        "DATABASE_URL": s.settings.database_url,
-        "INTENTD_TMP": str(s.settings.tmp_dir),
-        "INTENTD_EXECUTOR_ID": f"e2e-{name}",
-        **env,
-    }
+    s, extra = _hooks_stack(pg_server, "hooks", endpoints)
     h = Hooks(s, extra, ok, flaky, slow)
     yield h
     h.stack.stop()
@@ -173,12 +194,71 @@ def test_a_delivery_in_flight_survives_a_worker_sigkill(hooks: Hooks) -> None:
             "SELECT status, attempts FROM app.webhook_deliveries WHERE run_id = %s AND endpoint = 'slow'", (run_id,)
         ).fetchone()
     assert row == ("pending", 1)
-    s.worker = stack_mod.worker(s.settings, **hooks.extra)
-    s.worker.start()
-    stack_mod.wait_http(f"http://127.0.0.1:{s.settings.admin_port}/healthz", timeout=60, proc=s.worker)
+    _restart_worker(s, hooks.extra)
     _wait(lambda: _deliveries(s.settings.database_url, run_id).get(("slow", "run.canceled"), ("",))[0] == "delivered")
     status, attempts, last = _deliveries(s.settings.database_url, run_id)[("slow", "run.canceled")]
     keys = [g["headers"]["Idempotency-Key"] for g in hooks.slow.got]
     # At-least-once: the POST the kill interrupted is sent again, with the same key; both are counted.
     assert len(hooks.slow.got) == attempts == 2 and len(set(keys)) == 1
     assert (status, last) == ("delivered", 200)
+
+
+@pytest.fixture(scope="module")
+def live_hooks(pg_server: Settings, live_daemon: Settings) -> Iterator[tuple[Stack, dict[str, str], Receiver]]:
+    """One receiver for every event, on a live stack: it fails its first 3 POSTs and holds the first."""
+    receiver = Receiver(fail_first=3, hold_first=1, hold_seconds=8)
+    endpoints = [{"name": "all", "url": receiver.url, "secretEnv": "WH_SECRET"}]
+    s, extra = _hooks_stack(pg_server, "hooks_live", endpoints, live=live_daemon)
+    yield s, extra, receiver
+    s.stop()
+    receiver.server.shutdown()
+
+
+def _by_event(url: str, run_id: str) -> dict[str, tuple[str, int, int | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT event_id, status, attempts, last_status FROM app.webhook_deliveries WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    return {str(r[0]): (r[1], r[2], r[3]) for r in rows}
+
+
+@pytest.mark.timeout(600)
+def test_live_run_events_all_arrive_past_3_failures_and_a_worker_sigkill(
+    live_hooks: tuple[Stack, dict[str, str], Receiver],
+) -> None:
+    s, extra, receiver = live_hooks
+    url = s.settings.database_url
+    _, run_id = s.run("deliver this run's webhooks live")
+    gate = s.wait(run_id, lambda r: r["nextAction"] == "approve_plan", timeout=240)
+    assert receiver.arrived.wait(60), "the first delivery never reached the receiver"
+    s.worker.kill(signal.SIGKILL)  # the receiver holds that POST: the worker dies with it in flight
+    in_flight = receiver.got[0]["headers"]["Idempotency-Key"]
+    assert _by_event(url, run_id)[in_flight] == ("pending", 1, None)
+    _restart_worker(s, extra)
+    _wait(lambda: _by_event(url, run_id)[in_flight][0] == "delivered")
+    mark = s.oc_mark()
+    approve = s.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po", "planHash": gate["planHash"]})
+    assert approve.status_code == 202, approve.text
+    s.wait_status(run_id, "succeeded", timeout=240)
+    assert s.oc_sent(mark), "the restarted worker never reached the daemon"
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT id, type, data FROM app.events WHERE run_id = %s ORDER BY id", (run_id,))
+        worthy = {str(r[0]): hook[0] for r in rows if (hook := webhook_event(r[1], r[2])) is not None}
+    names = list(worthy.values())
+    assert names[0] == "run.waiting" and names[-1] == "run.succeeded", worthy
+    _wait(lambda: {k for k, v in _by_event(url, run_id).items() if v[0] == "delivered"} == set(worthy))
+
+    mine = [g for g in receiver.got if json.loads(g["body"])["runId"] == run_id]
+    sent = Counter(g["headers"]["Idempotency-Key"] for g in mine)
+    answered = Counter(g["headers"]["Idempotency-Key"] for g in mine if g["code"] == 200)
+    assert set(sent) == set(worthy) and all(answered[key] >= 1 for key in worthy), (sent, answered, worthy)
+    for g in mine:
+        body = json.loads(g["body"])
+        assert g["headers"]["Idempotency-Key"] == body["id"] and body["type"] == worthy[body["id"]]
+        assert verify(SECRET, g["headers"][SIGNATURE_HEADER], g["body"], now=int(time.time()))
+    # At-least-once, counted: the killed POST, then two 500s and the 200 after the restart, all one key;
+    # every later event arrives once. The database counts the same attempts the receiver saw.
+    assert sent[in_flight] == 4 and answered[in_flight] == 1
+    assert sum(sent.values()) - len(sent) == 3, sent
+    assert {key: v[1] for key, v in _by_event(url, run_id).items()} == dict(sent)
