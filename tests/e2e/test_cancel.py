@@ -281,10 +281,15 @@ def test_cancel_racing_approve_one_is_first_and_no_patch_is_applied_after_the_ca
         assert cancel == 202 and approve in (202, 409)
         outcomes[approve] += 1
         _assert_canceled(mock, run_id)
+        # Commit order, not clocks: each decision's event takes the run's next seq under the run row's
+        # lock (app.events), so an accepted approval's event precedes the cancel's. (now() is when a
+        # transaction began, and the later-starting one may take the lock first.)
         rows = _sql(
             mock,
-            "SELECT a.state, a.approved_at < e.created_at FROM app.plan_approvals a"
-            " JOIN app.run_events e ON e.run_id = a.run_id AND e.type = 'cancel' WHERE a.run_id = %s",
+            "SELECT a.state, ea.seq < ec.seq FROM app.plan_approvals a"
+            " JOIN app.events ea ON ea.run_id = a.run_id AND ea.type = 'decision' AND ea.data ->> 'act' = 'approve'"
+            " JOIN app.events ec ON ec.run_id = a.run_id AND ec.type = 'decision' AND ec.data ->> 'act' = 'cancel'"
+            " WHERE a.run_id = %s",
             run_id,
         )
         assert len(rows) == (1 if approve == 202 else 0)
