@@ -26,8 +26,10 @@ def chunked_body_over_the_limit(target: Target) -> ProbeResult:
     limit = target.settings.max_body_bytes
     chunk = b"y" * max(1, limit // 8)
     sent, answered_at, status = 0, None, "no answer"
-    with socket.create_connection(_shim_address(target), timeout=10) as sock:
-        head = b"POST /intents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    host, port = _shim_address(target)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        # A Host the shim serves (name and port): any other is answered 421 before the body is read.
+        head = f"POST /intents HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
         opening = b'{"goal": "probe", "inputs": {"blob": "'
         sock.sendall(
             head + b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(opening):x}\r\n".encode() + opening + b"\r\n"
