@@ -69,10 +69,15 @@ def _assert_canceled(stack: Stack, run_id: str) -> None:
         time.sleep(0.1)
     assert _workflow(stack, run_id) == ("CANCELLED", None)  # queue_name cleared: the slot is free
     time.sleep(1.0)  # the worker's last word (a step unwinding) must not reopen anything
+    # Commit order, not clocks (now() is a transaction's start): a step.started event after the
+    # cancel's decision event in the run's seq (taken under the run row lock) started after the cancel.
     later = _sql(
         stack,
-        "SELECT s.step_id, s.attempt, s.status FROM app.run_steps s JOIN app.runs r USING (run_id)"
-        " WHERE s.run_id = %s AND (s.started_at > r.finished_at OR s.status = 'running')",
+        "SELECT s.data ->> 'step', (s.data ->> 'attempt')::int, 'started after the cancel' FROM app.events s"
+        " JOIN app.events c ON c.run_id = s.run_id AND c.type = 'decision' AND c.data ->> 'act' = 'cancel'"
+        " WHERE s.run_id = %s AND s.type = 'step.started' AND s.seq > c.seq"
+        " UNION ALL SELECT step_id, attempt, status FROM app.run_steps WHERE run_id = %s AND status = 'running'",
+        run_id,
         run_id,
     )
     assert later == []
