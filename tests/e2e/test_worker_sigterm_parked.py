@@ -1,8 +1,8 @@
 """SIGTERM stops a worker promptly while runs are parked at the approval gate (issue 14, item 5).
 
-Each parked run holds one of DBOS's executor threads, blocked in `DBOS.recv`. Before the fix the
-worker logged DBOS's "successfully shut down" and then stayed alive, joining those threads at exit.
-Here 20 runs are parked, the worker gets SIGTERM and must exit 0 within 5 s with its `app.workers`
+A parked run used to hold one of DBOS's executor threads, blocked in `DBOS.recv`, and the worker,
+after DBOS's "successfully shut down", stayed alive joining them. The run workflow is async now: a
+parked run is a coroutine and holds no thread (the first test counts them). Here 20 runs are parked, the worker gets SIGTERM and must exit 0 within 5 s with its `app.workers`
 row marked stopped; restarted, it recovers the parked runs (PENDING in DBOS), and each approval
 reaches its run, which succeeds with the oracles green. Mock OpenCode: the shutdown is the subject.
 """
@@ -31,6 +31,32 @@ def parked(pg_server: Settings) -> Iterator[Stack]:
     s = start_stack(pg_server, f"e2e_sigterm_{uuid.uuid4().hex[:8]}")
     yield s
     s.stop()
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def _park_one(s: Stack, goal: str) -> tuple[str, str]:
+    _, run_id = s.run(goal)
+    return run_id, s.wait(run_id, lambda x: x["nextAction"] == "approve_plan", timeout=180)["planHash"]
+
+
+def test_a_parked_run_holds_no_thread(parked: Stack) -> None:
+    """Runs parked one after another (so no two are busy at once) leave the worker's thread count
+    where one busy run put it: with a thread per parked run (the sync workflow) it grew by 12."""
+    s = parked
+    pid = s.worker.pid
+    assert pid is not None
+    warm = [_park_one(s, f"warm-up parked {i}") for i in range(3)]  # the executor's threads for one busy run
+    before = _threads(pid)
+    more = [_park_one(s, f"one more parked {i}") for i in range(12)]
+    grown = _threads(pid) - before
+    assert grown < 6, f"12 more parked runs added {grown} threads to the worker ({before} before)"
+    for run_id, plan_hash in warm + more:  # rejected: the next test counts its own parked runs
+        res = s.http.post(f"/runs/{run_id}/reject-plan", json={"reason": "thread count done", "planHash": plan_hash})
+        assert res.status_code == 202, res.text
 
 
 def test_sigterm_with_runs_parked_exits_within_5s_and_they_resume_after_restart(parked: Stack) -> None:

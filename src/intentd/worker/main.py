@@ -223,12 +223,13 @@ def main() -> None:
 
 
 def _exit_now(code: int) -> NoReturn:
-    """Leave without joining the workflow threads. A run parked at a gate (or waiting for a retry)
-    holds one of DBOS's executor threads, blocked in `DBOS.recv` for up to a wait slice; they are not
-    daemon threads, so the interpreter's exit would join each one (30 parked runs kept a stopped
-    worker alive past 30 s). Leaving them is safe: their workflows are PENDING in DBOS with every
-    step checkpointed, and recovery resumes them on this executor's restart (or on the reaper's
-    takeover). Waking them instead would record a timed-out `recv` in the workflow's history."""
+    """Leave without waiting for what is still in flight. Runs parked at a gate are coroutines on
+    DBOS's event loop (the run workflow is async) and hold no thread; a sync workflow (a delivery, a
+    webhook) or a step in flight may still be on one of DBOS's executor threads, which are not daemon
+    threads: the interpreter's exit would join each (before the run workflow was async, 30 parked
+    runs kept a stopped worker alive past 30 s). Leaving them is safe: their workflows are PENDING in
+    DBOS with every finished step checkpointed, and recovery resumes them on this executor's restart
+    (or on the reaper's takeover)."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

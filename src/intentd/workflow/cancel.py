@@ -91,8 +91,12 @@ def watch(run_id: str, on_cancel: Callable[[], object]) -> Iterator[threading.Ev
         thread.join()
 
 
-def stop_workflow(run_id: str) -> NoReturn:
-    """End the workflow as CANCELLED in DBOS (idempotent with the shim's cancel, which may not have
-    landed) and unwind it; DBOS's cancellation is a BaseException nothing in the workflow catches."""
-    DBOS.cancel_workflow(DBOS.workflow_id or "")
+def cancel_in_dbos(run_id: str) -> None:
+    """Mark the workflow CANCELLED in DBOS (idempotent with the shim's cancel, which may not have
+    landed). Synchronous: the async run workflow calls it on a thread (offload.light)."""
+    DBOS.cancel_workflow(DBOS.workflow_id or run_id)
+
+
+def unwind(run_id: str) -> NoReturn:
+    """Unwind the canceled workflow: DBOS's cancellation is a BaseException nothing in it catches."""
     raise DBOSWorkflowCancelledError(f"run {run_id} was canceled by the operator")

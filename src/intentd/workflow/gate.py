@@ -4,7 +4,7 @@ quorum, deadline and reminder.
 Decisions arrive on the approval topic (the shim sends each in the transaction of its rows): an
 approval (one of a quorum), a rejection, a request for changes, or a cancel. The timers are durable:
 the deadline is fixed once, in a checkpointed transaction, when the run first reaches the gate; each
-wait is a DBOS.recv whose timeout DBOS records, and each reading of the clock is a checkpointed step,
+wait is a DBOS.recv_async whose timeout DBOS records, and each reading of the clock is a checkpointed step,
 so a replay (after a crash, on another worker) takes the same branches and still ends the run at the
 deadline. At the deadline the run is denied by default: it ends `expired`, never approved.
 """
@@ -20,7 +20,7 @@ from dbos import DBOS
 from intentd.domain import Gate, NextAction, Topic
 from intentd.errors import RunCanceled
 from intentd.recipes import ApprovalPolicy
-from intentd.workflow import faults, resources
+from intentd.workflow import faults, offload, resources
 from intentd.workflow import projection as proj
 
 WAIT_SLICE_SECONDS = 3600.0
@@ -56,22 +56,22 @@ class ApprovalGate:
             return None
         return self.deadline - seconds * (1.0 - fraction)
 
-    def decide(self, plan_hash: str) -> Outcome:
+    async def decide(self, plan_hash: str) -> Outcome:
         """Wait at the gate until the plan is approved (by the quorum), rejected, sent back for changes,
-        or the deadline passes."""
+        or the deadline passes. The wait is a coroutine (DBOS.recv_async): a parked run holds no thread."""
         seconds = self.policy.deadline_seconds
         if seconds is None:
-            proj.wait(self.run_id, Gate.approval, NextAction.approve_plan)
+            await offload.light(proj.wait, self.run_id, Gate.approval, NextAction.approve_plan)
         else:
-            self.deadline = proj.wait_at_gate(self.run_id, seconds)
+            self.deadline = await offload.light(proj.wait_at_gate, self.run_id, seconds)
         faults.crash_point(resources.get().settings, f"wait:{Topic.approval}", self.run_id)
         while True:
-            message = DBOS.recv(Topic.approval, timeout_seconds=self._next_timeout())
+            message = await DBOS.recv_async(Topic.approval, timeout_seconds=self._next_timeout())
             if message is None:
-                if self._timers_due():
+                if await self._timers_due():
                     return Outcome("expired")
                 continue
-            outcome = self._apply(dict(message), plan_hash)
+            outcome = await self._apply(dict(message), plan_hash)
             if outcome is not None:
                 return outcome
 
@@ -88,34 +88,36 @@ class ApprovalGate:
             return _LATE_DECISION_SECONDS
         return max(0.01, min(WAIT_SLICE_SECONDS, target - now))
 
-    def _timers_due(self) -> bool:
+    async def _timers_due(self) -> bool:
         """After a wait ended without a message: send the reminder, or end the run at the deadline.
         True when the run expired."""
         if self.deadline is None:
             return False
-        now = _clock()
+        now = await offload.light(_clock)
         if now >= self.deadline:
-            return proj.expire(self.run_id)
+            return await offload.light(proj.expire, self.run_id)
         remind_at = self._remind_at()
         if remind_at is not None and now >= remind_at:
-            proj.remind(self.run_id, self.deadline)
+            await offload.light(proj.remind, self.run_id, self.deadline)
             self.reminded = True
         return False
 
-    def _apply(self, message: dict[str, Any], plan_hash: str) -> Outcome | None:
+    async def _apply(self, message: dict[str, Any], plan_hash: str) -> Outcome | None:
         if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
             raise RunCanceled(f"run {self.run_id} was canceled")
         decision = message.get("decision")
         if decision == "reject":  # the shim already ended the run `rejected`
-            proj.consume_event(self.run_id, message["eventId"])
+            await offload.light(proj.consume_event, self.run_id, message["eventId"])
             return Outcome("rejected")
         if decision == "changes":  # the shim voided the approvals and set the gate to recompiling
-            proj.consume_event(self.run_id, message["eventId"])
+            await offload.light(proj.consume_event, self.run_id, message["eventId"])
             return Outcome("changes", str(message["feedback"]))
-        why_not = proj.apply_approval(self.run_id, message["approvalId"], plan_hash, self.policy.quorum)
+        why_not = await offload.light(
+            proj.apply_approval, self.run_id, message["approvalId"], plan_hash, self.policy.quorum
+        )
         if why_not is None:
             return Outcome("approved")
         if why_not not in (proj.VOID_APPROVAL, proj.QUORUM_PENDING):
             # An approval for another plan (a race the shim's stale_plan check cannot close): say so.
-            proj.wait(self.run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
+            await offload.light(proj.wait, self.run_id, Gate.approval, NextAction.approve_plan, notice=why_not)
         return None

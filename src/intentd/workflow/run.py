@@ -3,14 +3,18 @@
 At the gate (workflow/gate.py) the plan is approved, rejected (the run ends `rejected`), sent back
 with feedback (compiled again), or left past its deadline (the run ends `expired`).
 
-One DBOS workflow per intent (workflow id = intent id). Each step attempt is a DBOS step; each
-status change is a datasource transaction (projection). Step errors are split into retryable
+One DBOS workflow per intent (workflow id = intent id), an `async def`: its waits are coroutines
+(`DBOS.recv_async`), so a parked run holds no thread; its steps and status writes run on threads
+within the worker's limits (offload.py). Each step attempt is a DBOS step; each status change is a
+datasource transaction (projection). Step errors are split into retryable
 (the recipe's budget and backoff apply) and permanent. A run that fails waits, inside this same
 workflow, for an operator retry, and resumes from the failed step.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 import uuid
@@ -25,7 +29,7 @@ from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, T
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
-from intentd.workflow import cancel, deliver, faults, resources
+from intentd.workflow import cancel, deliver, faults, offload, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
@@ -148,6 +152,13 @@ _STEPS: dict[StepId, Callable[[dict[str, Any]], dict[str, Any]]] = {
 # The workflow ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _recipe(canonical: str) -> Recipe:
+    """One validated Recipe per distinct recipe, shared by the runs that carry it (frozen by use: no
+    run changes its recipe). 10,000 runs parked at a gate held a copy each: 3.3 kB per run."""
+    return Recipe.model_validate(json.loads(canonical))
+
+
 class _Run:
     """The workflow's local state: deterministic, rebuilt identically on every replay."""
 
@@ -158,44 +169,58 @@ class _Run:
         self.constraints: dict[str, Any] = ctx["intent"]["constraints"]
         # The recipe as the shim enqueued it (part of the checkpointed input); runs enqueued before
         # the recipe travelled with the input read it from the file.
-        self.recipe = Recipe.model_validate(recipe) if recipe else resources.get().recipe(ctx["run"]["recipe_name"])
+        self.recipe = (
+            _recipe(json.dumps(recipe, sort_keys=True)) if recipe else resources.get().recipe(ctx["run"]["recipe_name"])
+        )
         self.workload: dict[str, Any] = ctx["run"]["workload"]
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
 
-    def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
+    async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
+        """One step attempt on a thread, under the worker's limit for its kind of work (offload.py)."""
+        name = self.recipe.name
+        if step_id in (StepId.compile, StepId.apply_patch):
+            size = self.recipe.opencode_worker_concurrency
+            return await offload.limited(f"opencode:{name}", size, _STEPS[step_id], inp)
+        if step_id is StepId.execute:
+            size = self.recipe.sandbox.worker_concurrency
+            return await offload.limited(f"sandbox:{name}", size, _STEPS[step_id], inp)
+        return await offload.light(_STEPS[step_id], inp)
+
+    async def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
         """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
         while True:
             last: dict[str, Any] = {}
             for n in range(1, self.recipe.retry.max_attempts + 1):
                 self.attempts[step_id] += 1
                 attempt = self.attempts[step_id]
-                proj.begin_attempt(self.run_id, step_id, attempt)
+                await offload.light(proj.begin_attempt, self.run_id, step_id, attempt)
                 try:
-                    result = _STEPS[step_id](make_input(attempt).model_dump(mode="json"))
+                    result = await self._call(step_id, make_input(attempt).model_dump(mode="json"))
                 except RunCanceled as exc:
                     # Close the attempt's row, so no step reads as running on a canceled run.
                     error = {"code": exc.code, "message": "the run was canceled", "step": step_id}
-                    proj.finish_attempt(self.run_id, step_id, attempt, None, error)
+                    await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, error)
                     raise
                 if result["ok"]:
-                    proj.finish_attempt(self.run_id, step_id, attempt, result["output"], None)
+                    await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, result["output"], None)
                     return dict(result["output"])
                 last = result
-                proj.finish_attempt(self.run_id, step_id, attempt, None, result["error"])
+                await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, result["error"])
                 if not result["retryable"]:
                     break
                 if n < self.recipe.retry.max_attempts:
-                    DBOS.sleep(self.recipe.retry.backoff(n))
+                    await DBOS.sleep_async(self.recipe.retry.backoff(n))
             status = RunStatus.retries_exceeded if last["retryable"] else RunStatus.failed
-            proj.end(self.run_id, status, last["error"], NextAction.retry)
-            _wait_for(Topic.retry)
-            proj.resume(self.run_id)
+            await offload.light(proj.end, self.run_id, status, last["error"], NextAction.retry)
+            await _wait_for(Topic.retry)
+            await offload.light(proj.resume, self.run_id)
 
 
-def _wait_for(topic: Topic) -> dict[str, Any]:
+async def _wait_for(topic: Topic) -> dict[str, Any]:
+    """Park until the shim sends on `topic`: a coroutine awaiting a notification, no thread."""
     faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
     while True:
-        message = DBOS.recv(topic, timeout_seconds=WAIT_SLICE_SECONDS)
+        message = await DBOS.recv_async(topic, timeout_seconds=WAIT_SLICE_SECONDS)
         if message is not None:
             if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
                 raise RunCanceled(f"run {DBOS.workflow_id} was canceled")
@@ -203,18 +228,19 @@ def _wait_for(topic: Topic) -> dict[str, Any]:
 
 
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
-def intent_run(args: dict[str, Any]) -> dict[str, Any]:
+async def intent_run(args: dict[str, Any]) -> dict[str, Any]:
     try:
-        return _intent_run(args)
+        return await _intent_run(args)
     except RunCanceled:
         # The run row says canceled (a step, a wait or a status write saw it): end CANCELLED in DBOS.
-        cancel.stop_workflow(args["run_id"])
+        await offload.light(cancel.cancel_in_dbos, args["run_id"])
+        cancel.unwind(args["run_id"])
 
 
-def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
+async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
-    run = _Run(run_id, proj.begin_run(run_id), args.get("recipe"))
-    ws = workspace_path(run_id)
+    run = _Run(run_id, await offload.light(proj.begin_run, run_id), args.get("recipe"))
+    ws = await offload.light(workspace_path, run_id)
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
     # CompileST, the questions loop, and the approval gate (a request for changes compiles again).
@@ -222,7 +248,7 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     feedback: list[str] = []
     gate = ApprovalGate(run_id, run.recipe.approval)
     while True:
-        compiled = run.step(
+        compiled = await run.step(
             StepId.compile,
             lambda attempt, answers=answers, feedback=list(feedback): compile.CompileInput(  # type: ignore[misc]
                 run_id=run_id,
@@ -237,29 +263,28 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             ),
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
-        proj.record_plan(run_id, plan, plan_hash)
+        await offload.light(proj.record_plan, run_id, plan, plan_hash)
         if plan["questions"]:
-            proj.wait(run_id, Gate.questions, NextAction.provide_input)
-            event = _wait_for(Topic.input)
-            proj.consume_event(run_id, event["eventId"])
+            await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
+            event = await _wait_for(Topic.input)
+            await offload.light(proj.consume_event, run_id, event["eventId"])
             answers = {**(answers or {}), **event["payload"]}
             continue
-        outcome = gate.decide(plan_hash)
+        outcome = await gate.decide(plan_hash)
         if outcome.kind == "approved":
             break
         if outcome.kind == "changes":
             feedback.append(outcome.feedback)
             continue
-        # rejected (the shim ended the run) or expired (the gate did): the workflow returns, and its
-        # queue slot is free.
+        # rejected (the shim ended the run) or expired (the gate did): the workflow returns.
         return {"runId": run_id, "status": outcome.kind, "planHash": plan_hash}
 
-    patch = run.step(
+    patch = await run.step(
         StepId.apply_patch,
         lambda attempt: apply_patch.ApplyInput(run_id=run_id, attempt=attempt, goal=run.goal, plan=plan, workspace=ws),
     )
     bounds = run.recipe.sandbox_bounds(run.workload)  # the workload's steps/concurrency/disk, enforced
-    verdict = run.step(
+    verdict = await run.step(
         StepId.decide,
         lambda attempt: decide.DecideInput(
             run_id=run_id,
@@ -271,8 +296,8 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             max_command_bytes=bounds.max_command_bytes,
         ),
     )
-    proj.record_decision(run_id, verdict)
-    executed = run.step(
+    await offload.light(proj.record_decision, run_id, verdict)
+    executed = await run.step(
         StepId.execute,
         lambda attempt: execute.ExecuteInput(
             run_id=run_id,
@@ -284,9 +309,10 @@ def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             sandbox=bounds,
         ),
     )
-    to_deliver = deliver.after_execute(run_id, args["intent_id"], ws, repo, run.recipe)  # keeps the base commit
-    proj.end(run_id, RunStatus.succeeded)
-    delivered = deliver.on_success(to_deliver, run_id)  # the recipe's deliver.branch, if any
+    # keeps the base commit
+    to_deliver = await offload.light(deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe)
+    await offload.light(proj.end, run_id, RunStatus.succeeded)
+    delivered = await offload.light(deliver.on_success, to_deliver, run_id)  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
         "status": RunStatus.succeeded,

@@ -8,8 +8,10 @@ same probes on the loaded worker (time-to-gate ratio vs idle); then SIGTERM with
 (seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, the
 time until all succeed, and the probes once more on the idle worker. Writes bench/results/parked-<stamp>.json.
 
-Each parked run holds a queue slot today, so the queue's worker_concurrency is set to N plus the
-probes (the recipes' 1000 would starve the probes at N = 1000); the JSON says what was used.
+The run is an async workflow: a parked run is a coroutine awaiting DBOS.recv_async, no thread. It
+still keeps its queue slot, so the shipped recipes set queue_worker_concurrency far above what can
+wait (100,000) and bound the expensive work per worker instead (workflow/offload.py); the bench uses
+the recipes as shipped unless --queue-concurrency says otherwise, and the JSON says what was used.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import psycopg
 
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
+from intentd.recipes import load_recipes
 from intentd_dev.bench import database, drive, raw, report
 from intentd_dev.bench.stats import ratio, summarize
 
@@ -42,7 +45,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=10, help="runs timed to the gate, idle and loaded (default 10)")
     p.add_argument("--submitters", type=int, default=8, help="concurrent clients parking the runs")
     p.add_argument("--resume", action="store_true", help="after SIGTERM: restart, approve all, time to succeeded")
-    p.add_argument("--queue-concurrency", type=int, default=0, help="0 = N + probes + 10 (a slot per parked run)")
+    p.add_argument("--queue-concurrency", type=int, default=0, help="0 = the recipes' own (config/recipes.toml)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up parking or resuming after this long")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     return p.parse_args(argv)
@@ -71,6 +74,10 @@ def _threads(pid: int) -> int | None:
 
 def _delta(before: int | None, after: int | None) -> int | None:
     return None if before is None or after is None else after - before
+
+
+def _shipped_concurrency(settings: Settings) -> int:
+    return max(r.queue_worker_concurrency for r in load_recipes(settings.recipes_file).values())
 
 
 def _recipes(settings: Settings, concurrency: int) -> Path:
@@ -184,7 +191,7 @@ async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float) -
 
 
 def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[str, Any]:
-    concurrency = args.queue_concurrency or n + args.probes + 10
+    concurrency = args.queue_concurrency or _shipped_concurrency(base)
     settings = database.bench_settings(
         base, f"bench_parked_{n}_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
     )
