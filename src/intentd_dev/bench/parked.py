@@ -190,7 +190,9 @@ async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float) -
     return time.monotonic() - t0
 
 
-def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[str, Any]:
+def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: dict[str, Any]) -> None:
+    """One round; fills `result` as it goes, so a round cut short (a resume past --timeout, Ctrl-C)
+    still writes what it measured."""
     concurrency = args.queue_concurrency or _shipped_concurrency(base)
     settings = database.bench_settings(
         base, f"bench_parked_{n}_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
@@ -210,7 +212,7 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[s
     base_url = f"http://127.0.0.1:{settings.port}"
     admin = f"http://127.0.0.1:{settings.admin_port}/healthz"
     url = settings.database_url
-    result: dict[str, Any] = {"parked": n, "queue_worker_concurrency": concurrency}
+    result |= {"parked": n, "queue_worker_concurrency": concurrency}
     result["pg_version"] = database.server_version(url)
     try:
         worker.start()
@@ -247,10 +249,14 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[s
             worker.start()
             stack.wait_http(admin, timeout=300, proc=worker)
             result["restart_seconds"] = round(time.monotonic() - t0, 1)
-            result["resume_all_succeeded_seconds"] = round(
-                asyncio.run(_resume(base_url, url, run_ids, args.timeout)), 1
-            )
-            result["statuses_after_resume"] = _statuses(url, run_ids)
+            result["resume_all_succeeded_seconds"] = None  # until all succeeded
+            try:
+                result["resume_all_succeeded_seconds"] = round(
+                    asyncio.run(_resume(base_url, url, run_ids, args.timeout)), 1
+                )
+            finally:
+                result["statuses_after_resume"] = _statuses(url, run_ids)
+                result["resume_elapsed_seconds"] = round(time.monotonic() - t0, 1)
             _log(f"N={n}: resumed: {result['statuses_after_resume']} in {result['resume_all_succeeded_seconds']} s")
             # The same worker idle again: a second idle figure, taken after the parked phase, since
             # on a shared host one idle sample taken minutes earlier can be off by the load.
@@ -263,7 +269,6 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str) -> dict[s
         worker.kill()
         with contextlib.suppress(psycopg.Error):
             database.drop(settings)
-    return result
 
 
 def _interrupt(*_: object) -> None:
@@ -291,10 +296,16 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"parked-{stamp}.json"
     rounds: list[dict[str, Any]] = out["rounds"]
-    for n in counts:  # written after each round: a later round that is interrupted keeps the earlier ones
-        rounds.append(_one(args, base, n, stamp))
-        out["machine"] = report.machine(rounds[0].get("pg_version"))
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        _log(f"wrote {path}")
+    for n in counts:  # written after each round, and after one cut short: it says how far it got
+        rounds.append({})
+        try:
+            _one(args, base, n, stamp, rounds[-1])
+        except BaseException as exc:
+            rounds[-1]["stopped_by"] = repr(exc)
+            raise
+        finally:
+            out["machine"] = report.machine(rounds[0].get("pg_version"))
+            path.write_text(json.dumps(out, indent=2) + "\n")
+            _log(f"wrote {path}")
     print(json.dumps(rounds, indent=2))
     return 0
