@@ -205,10 +205,34 @@ class Fleet:
         return self.recover(executor_id, seen + 1, takeover_id)
 
     def claim(self, executor_id: str, seen: int) -> int | None:
+        """Claim the executor (`_claim_once`). Returns the takeover's id, or None when another reaper
+        won or the executor came back."""
+        try:
+            return self._claim_once(executor_id, seen)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+        # The stale generation holds its row in an open transaction: a process paused (SIGSTOP, a
+        # frozen VM) in the middle of a side-effect write keeps that lock for as long as the pause
+        # lasts, so it could never be taken over while away (fleet:chaos saw exactly that). Its
+        # heartbeat is past the limit: end its open transactions (rolled back, so nothing of them
+        # lands) and claim again.
+        ended = self.end_stale_transactions(executor_id, seen)
+        log.warning(
+            "fleet: executor %s is stale but generation %d held its row in an open transaction; ended %d of"
+            " its database session(s) to claim it",
+            executor_id,
+            seen,
+            ended,
+        )
+        return self._claim_once(executor_id, seen)
+
+    def _claim_once(self, executor_id: str, seen: int) -> int | None:
         """One transaction: lock the row FOR UPDATE (this waits for every in-flight write of the old
         process, which holds it FOR KEY SHARE), bump the generation only if it is still the one seen,
         log the claim. Returns the takeover's id, or None when another reaper won or the executor came
-        back. A write lock held by a stopped process would hold the reaper up: give up after 2 s."""
+        back. A write lock held by a stopped process would hold the reaper up: give up after 2 s
+        (`claim` then ends that process's open transactions)."""
         with self.engine.begin() as conn:
             conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
             row = conn.execute(
@@ -235,6 +259,29 @@ class Fleet:
                 {"e": executor_id, "g": seen + 1, "me": self.executor_id, "hb": row[0]},
             ).scalar_one()
         return int(takeover_id)
+
+    def end_stale_transactions(self, executor_id: str, seen: int) -> int:
+        """Terminate the sessions of generation `seen` that are inside a transaction, only while that
+        generation is still current and its heartbeat stale (the same condition the claim checks).
+        Its sessions are named after it (`connection_name`); nobody else's are touched."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity a"
+                        " WHERE a.application_name = :name AND a.xact_start IS NOT NULL"
+                        " AND a.pid <> pg_backend_pid() AND EXISTS (SELECT 1 FROM app.workers w"
+                        " WHERE w.executor_id = :e AND w.generation = :g"
+                        " AND w.heartbeat_at < now() - make_interval(secs => :t))"
+                    ),
+                    {
+                        "name": connection_name(executor_id, seen),
+                        "e": executor_id,
+                        "g": seen,
+                        "t": self.settings.takeover_seconds,
+                    },
+                ).scalar_one()
+            )
 
     def recover(self, executor_id: str, generation: int, takeover_id: int) -> Takeover:
         # DBOS's own recovery (pinned: tests/integration/test_fleet_dbos_recovery.py): every PENDING
