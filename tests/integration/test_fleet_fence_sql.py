@@ -221,3 +221,33 @@ def test_a_live_executor_s_sessions_are_never_ended(db_settings: Settings, engin
         _receipt(busy, "op-live")
         assert fleet.Fleet(engine, settings, "fence-m", 1).end_stale_transactions("fence-l", gen) == 0
         busy.execute("COMMIT")
+
+
+def test_an_executor_being_recovered_is_not_claimed_again(db_settings: Settings, engine: sa.Engine) -> None:
+    """Right after a takeover the dead executor still owns PENDING workflows (DBOS's recovery is
+    re-enqueueing them): another reaper must not claim it again. Once the takeover limit has passed
+    and some are still PENDING (a zombie's last dequeues), it is a candidate again."""
+    settings = _settings(db_settings)
+    gen = fleet.register(engine, settings, "fence-d")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE app.workers SET heartbeat_at = now() - interval '1 minute' WHERE executor_id = 'fence-d'")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dbos.workflow_status (workflow_uuid, status, executor_id, application_version)"
+                " VALUES ('wf-fence-d', 'PENDING', 'fence-d', 'fence')"
+            )
+        )
+    other = fleet.Fleet(engine, settings, "fence-e", 1)
+    assert ("fence-d", gen) in other.candidates()
+    assert fleet.Fleet(engine, settings, "fence-c", 1).claim("fence-d", gen) is not None
+    assert [c for c in other.candidates() if c[0] == "fence-d"] == []
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE app.fleet_takeovers SET claimed_at = claimed_at - interval '1 minute'"
+                " WHERE executor_id = 'fence-d'"
+            )
+        )
+    assert ("fence-d", gen + 1) in other.candidates()

@@ -168,26 +168,33 @@ class Fleet:
         metrics.HEARTBEATS.labels("ok").inc()
         return True
 
-    def reap(self) -> list[Takeover]:
-        """Claim every executor of this version whose heartbeat is stale and that is live or still has
-        PENDING workflows (a clean stop that never came back, a fenced zombie's last dequeues)."""
+    def candidates(self) -> list[tuple[str, int]]:
+        """Executors of this version whose heartbeat is stale and that are live, or still have PENDING
+        workflows (a clean stop that never came back, a fenced zombie's last dequeues) and were not
+        taken over within the takeover limit: a recovery still re-enqueueing them is not a new death
+        (fleet:chaos saw a second reaper claim a dead executor again 0.2 s after the first)."""
         schema = self.settings.dbos_system_schema
         with self.engine.connect() as conn:
-            candidates = conn.execute(
+            rows = conn.execute(
                 sa.text(
                     "SELECT w.executor_id, w.generation FROM app.workers w"
                     " WHERE w.executor_id <> :me AND w.app_version = :v"
                     " AND w.heartbeat_at < now() - make_interval(secs => :t)"
-                    " AND (w.state = 'live' OR EXISTS (SELECT 1 FROM"
+                    " AND (w.state = 'live' OR (EXISTS (SELECT 1 FROM"
                     f" {schema}.workflow_status s WHERE s.executor_id = w.executor_id AND s.status = 'PENDING'"
-                    " AND s.application_version = :v))"
+                    " AND s.application_version = :v) AND NOT EXISTS (SELECT 1 FROM app.fleet_takeovers k"
+                    " WHERE k.executor_id = w.executor_id AND k.claimed_at > now() - make_interval(secs => :t))))"
                 ),
                 {"me": self.executor_id, "v": self.settings.app_version, "t": self.settings.takeover_seconds},
             ).all()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def reap(self) -> list[Takeover]:
+        """Claim every candidate (`candidates`), then recover its PENDING workflows through DBOS."""
         done = []
-        for executor_id, seen in candidates:
+        for executor_id, seen in self.candidates():
             try:
-                took = self.take_over(str(executor_id), int(seen))
+                took = self.take_over(executor_id, seen)
             except sa.exc.OperationalError as exc:
                 if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
                     raise
