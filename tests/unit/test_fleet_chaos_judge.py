@@ -87,6 +87,8 @@ def test_error_cause_is_the_last_line_of_the_traceback_logged_under_the_ref(tmp_
         "The above exception was the direct cause of the following exception:\n"
         "\n"
         "sqlalchemy.exc.OperationalError: (psycopg.OperationalError) the database system is shutting down\n"
+        "[SQL: INSERT INTO app.command_executions (op_key) VALUES (%(k)s)]\n"
+        "[parameters: {'k': 'run-x:ExecuteST:3:cmd-2'}]\n"
         "(Background on this error at: https://sqlalche.me/e/21/e3q8)\n"
         "2026-11-28 22:52:11,454 ERROR intentd.workflow: ref=err-2 step ExecuteST of run-y attempt 1 failed\n"
         "ValueError: another run's cause\n"

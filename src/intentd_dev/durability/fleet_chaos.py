@@ -9,7 +9,8 @@ recovered them; the zombie was taken over while stopped and exited 75 with its F
 unplanned exit, every run converges to its lane's status and code, the SQL oracles are green (no
 duplicate receipt), and no side-effect row was written by a fenced generation after its fence
 (written_by/written_gen/written_at, migration 0009). Every failure is one line saying what was expected
-and what was seen. `--seed` picks the kill moment, the victims and the lane order; it is printed.
+and what was seen. `--seed` picks the kill moment, the lane order and the victims among the busy
+workers; it is printed (the timing of a fleet under load still varies from run to run).
 """
 
 from __future__ import annotations

@@ -287,6 +287,9 @@ def _play(
         faults.planned.discard(pick2[0])
 
 
+_NOT_A_CAUSE = ("Traceback", "The above", "During handling", "[", "(Background")
+
+
 def error_cause(logs: list[Path], ref: str) -> str | None:
     """The exception a worker logged under an error's ref (the API serves the ref, not the cause):
     the last line of the traceback that follows `ref=<ref>`, and whose log it is."""
@@ -303,11 +306,8 @@ def error_cause(logs: list[Path], ref: str) -> str | None:
             for later in lines[i + 1 :]:
                 if later[:2].isdigit():  # the next timestamped record: the traceback ended
                     break
-                if (
-                    later
-                    and not later[0].isspace()
-                    and not later.startswith(("Traceback", "(Background", "The above", "During handling"))
-                ):
+                # The exception line, not SQLAlchemy's "[SQL: …]", "[parameters: …]", "(Background …)".
+                if later and not later[0].isspace() and not later.startswith(_NOT_A_CAUSE):
                     cause = later.strip()
             return f"{path.name}: {cause or line.strip()}"
     return None
