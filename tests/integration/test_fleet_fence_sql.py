@@ -4,6 +4,7 @@ takeover, and the fence on side-effect rows (migration 0009), each asserted by S
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -182,3 +183,71 @@ def test_a_write_in_flight_commits_before_the_takeover_or_not_at_all(db_settings
         .scalar()
     )
     assert row is True
+
+
+def test_a_paused_write_does_not_block_the_takeover(db_settings: Settings, engine: sa.Engine) -> None:
+    """A process paused (SIGSTOP, a frozen VM) in the middle of a side-effect write holds its worker
+    row FOR KEY SHARE for as long as the pause lasts. Its heartbeat is stale, so the takeover ends that
+    open transaction (rolled back: the write never lands) instead of waiting for it forever."""
+    settings = _settings(db_settings)
+    gen = fleet.register(engine, settings, "fence-p")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE app.workers SET heartbeat_at = now() - interval '1 minute' WHERE executor_id = 'fence-p'")
+        )
+    with _named(db_settings, "fence-p", gen) as paused, _named(db_settings, "fence-p", gen) as idle:
+        paused.execute("BEGIN")
+        _receipt(paused, "op-paused")  # ... and the process stops here, its transaction open
+        started = time.monotonic()
+        took = fleet.Fleet(engine, settings, "fence-q", 1).claim("fence-p", gen)
+        assert took is not None
+        assert time.monotonic() - started < 10
+        with pytest.raises(psycopg.OperationalError):  # its session was ended: the pause changes nothing
+            paused.execute("COMMIT")
+        assert idle.execute("SELECT 1").fetchone() == (1,)  # a session outside a transaction is left alone
+    with engine.connect() as conn:
+        landed = conn.execute(sa.text("SELECT COUNT(*) FROM app.mock_receipts WHERE op_key = 'op-paused'")).scalar()
+        row = conn.execute(sa.text("SELECT generation, state FROM app.workers WHERE executor_id = 'fence-p'")).one()
+    assert landed == 0
+    assert tuple(row) == (gen + 1, "taken_over")
+
+
+def test_a_live_executor_s_sessions_are_never_ended(db_settings: Settings, engine: sa.Engine) -> None:
+    """Ending sessions is part of a claim only: while the heartbeat is fresh, nothing is terminated."""
+    settings = _settings(db_settings)
+    gen = fleet.register(engine, settings, "fence-l")
+    with _named(db_settings, "fence-l", gen) as busy:
+        busy.execute("BEGIN")
+        _receipt(busy, "op-live")
+        assert fleet.Fleet(engine, settings, "fence-m", 1).end_stale_transactions("fence-l", gen) == 0
+        busy.execute("COMMIT")
+
+
+def test_an_executor_being_recovered_is_not_claimed_again(db_settings: Settings, engine: sa.Engine) -> None:
+    """Right after a takeover the dead executor still owns PENDING workflows (DBOS's recovery is
+    re-enqueueing them): another reaper must not claim it again. Once the takeover limit has passed
+    and some are still PENDING (a zombie's last dequeues), it is a candidate again."""
+    settings = _settings(db_settings)
+    gen = fleet.register(engine, settings, "fence-d")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE app.workers SET heartbeat_at = now() - interval '1 minute' WHERE executor_id = 'fence-d'")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dbos.workflow_status (workflow_uuid, status, executor_id, application_version)"
+                " VALUES ('wf-fence-d', 'PENDING', 'fence-d', 'fence')"
+            )
+        )
+    other = fleet.Fleet(engine, settings, "fence-e", 1)
+    assert ("fence-d", gen) in other.candidates()
+    assert fleet.Fleet(engine, settings, "fence-c", 1).claim("fence-d", gen) is not None
+    assert [c for c in other.candidates() if c[0] == "fence-d"] == []
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE app.fleet_takeovers SET claimed_at = claimed_at - interval '1 minute'"
+                " WHERE executor_id = 'fence-d'"
+            )
+        )
+    assert ("fence-d", gen + 1) in other.candidates()

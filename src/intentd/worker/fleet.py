@@ -168,26 +168,33 @@ class Fleet:
         metrics.HEARTBEATS.labels("ok").inc()
         return True
 
-    def reap(self) -> list[Takeover]:
-        """Claim every executor of this version whose heartbeat is stale and that is live or still has
-        PENDING workflows (a clean stop that never came back, a fenced zombie's last dequeues)."""
+    def candidates(self) -> list[tuple[str, int]]:
+        """Executors of this version whose heartbeat is stale and that are live, or still have PENDING
+        workflows (a clean stop that never came back, a fenced zombie's last dequeues) and were not
+        taken over within the takeover limit: a recovery still re-enqueueing them is not a new death
+        (fleet:chaos saw a second reaper claim a dead executor again 0.2 s after the first)."""
         schema = self.settings.dbos_system_schema
         with self.engine.connect() as conn:
-            candidates = conn.execute(
+            rows = conn.execute(
                 sa.text(
                     "SELECT w.executor_id, w.generation FROM app.workers w"
                     " WHERE w.executor_id <> :me AND w.app_version = :v"
                     " AND w.heartbeat_at < now() - make_interval(secs => :t)"
-                    " AND (w.state = 'live' OR EXISTS (SELECT 1 FROM"
+                    " AND (w.state = 'live' OR (EXISTS (SELECT 1 FROM"
                     f" {schema}.workflow_status s WHERE s.executor_id = w.executor_id AND s.status = 'PENDING'"
-                    " AND s.application_version = :v))"
+                    " AND s.application_version = :v) AND NOT EXISTS (SELECT 1 FROM app.fleet_takeovers k"
+                    " WHERE k.executor_id = w.executor_id AND k.claimed_at > now() - make_interval(secs => :t))))"
                 ),
                 {"me": self.executor_id, "v": self.settings.app_version, "t": self.settings.takeover_seconds},
             ).all()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def reap(self) -> list[Takeover]:
+        """Claim every candidate (`candidates`), then recover its PENDING workflows through DBOS."""
         done = []
-        for executor_id, seen in candidates:
+        for executor_id, seen in self.candidates():
             try:
-                took = self.take_over(str(executor_id), int(seen))
+                took = self.take_over(executor_id, seen)
             except sa.exc.OperationalError as exc:
                 if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
                     raise
@@ -205,10 +212,34 @@ class Fleet:
         return self.recover(executor_id, seen + 1, takeover_id)
 
     def claim(self, executor_id: str, seen: int) -> int | None:
+        """Claim the executor (`_claim_once`). Returns the takeover's id, or None when another reaper
+        won or the executor came back."""
+        try:
+            return self._claim_once(executor_id, seen)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+        # The stale generation holds its row in an open transaction: a process paused (SIGSTOP, a
+        # frozen VM) in the middle of a side-effect write keeps that lock for as long as the pause
+        # lasts, so it could never be taken over while away (fleet:chaos saw exactly that). Its
+        # heartbeat is past the limit: end its open transactions (rolled back, so nothing of them
+        # lands) and claim again.
+        ended = self.end_stale_transactions(executor_id, seen)
+        log.warning(
+            "fleet: executor %s is stale but generation %d held its row in an open transaction; ended %d of"
+            " its database session(s) to claim it",
+            executor_id,
+            seen,
+            ended,
+        )
+        return self._claim_once(executor_id, seen)
+
+    def _claim_once(self, executor_id: str, seen: int) -> int | None:
         """One transaction: lock the row FOR UPDATE (this waits for every in-flight write of the old
         process, which holds it FOR KEY SHARE), bump the generation only if it is still the one seen,
         log the claim. Returns the takeover's id, or None when another reaper won or the executor came
-        back. A write lock held by a stopped process would hold the reaper up: give up after 2 s."""
+        back. A write lock held by a stopped process would hold the reaper up: give up after 2 s
+        (`claim` then ends that process's open transactions)."""
         with self.engine.begin() as conn:
             conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
             row = conn.execute(
@@ -235,6 +266,29 @@ class Fleet:
                 {"e": executor_id, "g": seen + 1, "me": self.executor_id, "hb": row[0]},
             ).scalar_one()
         return int(takeover_id)
+
+    def end_stale_transactions(self, executor_id: str, seen: int) -> int:
+        """Terminate the sessions of generation `seen` that are inside a transaction, only while that
+        generation is still current and its heartbeat stale (the same condition the claim checks).
+        Its sessions are named after it (`connection_name`); nobody else's are touched."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(a.pid)) FROM pg_stat_activity a"
+                        " WHERE a.application_name = :name AND a.xact_start IS NOT NULL"
+                        " AND a.pid <> pg_backend_pid() AND EXISTS (SELECT 1 FROM app.workers w"
+                        " WHERE w.executor_id = :e AND w.generation = :g"
+                        " AND w.heartbeat_at < now() - make_interval(secs => :t))"
+                    ),
+                    {
+                        "name": connection_name(executor_id, seen),
+                        "e": executor_id,
+                        "g": seen,
+                        "t": self.settings.takeover_seconds,
+                    },
+                ).scalar_one()
+            )
 
     def recover(self, executor_id: str, generation: int, takeover_id: int) -> Takeover:
         # DBOS's own recovery (pinned: tests/integration/test_fleet_dbos_recovery.py): every PENDING
