@@ -170,8 +170,10 @@ def test_fork_bomb_is_contained(workspace: Path, tmp_base: Path) -> None:
 
 def test_cpu_limit(workspace: Path, tmp_base: Path) -> None:
     r = run("while :; do :; done", workspace, tmp_base, SandboxLimits(wall_seconds=10, cpu_seconds=1))
-    assert (r.outcome, r.signal) == ("signal", 24)  # SIGXCPU
-    assert r.duration_s < 4
+    assert (r.outcome, r.signal) == ("signal", 24)  # SIGXCPU: the CPU limit ended it, not the wall clock
+    # Before the wall limit. Not a tighter wall bound: 1 s of CPU took 7.2 s of wall time on the
+    # 2-core host at load 40 (a fresh-clone CI run failed on `< 4`).
+    assert r.duration_s < 10
 
 
 def test_memory_limit(workspace: Path, tmp_base: Path) -> None:

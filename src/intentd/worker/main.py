@@ -99,7 +99,9 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         "sys_db_pool_size": 20,
         # DBOS's pool is checked on checkout by db.connection's socket check (installed by create_engine
         # above), not by a SELECT 1 round trip per checkout (bench:live: ~90 per run).
-        "db_engine_kwargs": {"pool_pre_ping": False},
+        # Named after this generation like every other connection of the worker: a takeover that
+        # ends a paused zombie's open transactions (worker/fleet.py) ends those inside DBOS's tables too.
+        "db_engine_kwargs": {"pool_pre_ping": False, "connect_args": {"application_name": conn_name}},
         "notification_listener_polling_interval_sec": 0.05,
         # DBOS's own workflow and step spans, on the provider tracing.setup installed (no endpoints
         # here: DBOS would add a second exporter). Off when no exporter is configured.

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import BaseModel
 
@@ -62,8 +64,48 @@ def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict
     body failed because the cancel interrupted it (a killed sandbox, an aborted OpenCode session).
     """
     res = resources.get()
-    cancel.check(run_id)
-    fence.check()  # a taken-over worker (docs/fleet.md) exits here, before any side effect
+    outages = 0
+    while True:
+        cancel.check(run_id)  # waits out an unreachable database (a PostgreSQL restart)
+        fence.check()  # a taken-over worker (docs/fleet.md) exits here, before any side effect
+        try:
+            return _run_body(res, step_id, run_id, attempt, body)
+        except Exception as exc:  # noqa: BLE001 - every failure is checkpointed (_failed logs it) or rerun
+            # The database went away under the body (a restart, a pooled connection it closed): no
+            # answer of the step's own, so the body runs again as the same attempt once the database
+            # answers (its effects are keyed by op_key; the extra execution is counted), instead of
+            # spending an attempt on `internal_error`. Bounded: an outage that keeps coming back fails.
+            if not _database_outage(exc) or outages >= _OUTAGE_RERUNS:
+                return _failed(step_id, run_id, attempt, exc)
+            outages += 1
+            log.warning(
+                "step %s of %s attempt %d: the database went away (%s); running it again",
+                step_id,
+                run_id,
+                attempt,
+                type(exc).__name__,
+            )
+
+
+# A body the database dropped under it runs again this many times before it counts as failed.
+_OUTAGE_RERUNS = 3
+
+
+def _database_outage(exc: BaseException) -> bool:
+    """Whether the failure was the database going away (anywhere in the exception's chain)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, sa.exc.OperationalError | sa.exc.DisconnectionError | psycopg.OperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _run_body(
+    res: resources.Resources, step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     try:
         with res.engine.begin() as conn:
             effects.count_execution(conn, run_id, step_id, attempt)
@@ -91,13 +133,16 @@ def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict
             exc.details,
         )
         return {"ok": False, "retryable": exc.retryable, "error": exc.to_dict(step_id, ref)}
-    except Exception:
-        cancel.check(run_id)
-        fence.check()
-        ref = f"err-{uuid.uuid4()}"
-        log.exception("ref=%s step %s of %s attempt %d failed unexpectedly", ref, step_id, run_id, attempt)
-        err = RetryableStepError("internal error", code="internal_error")
-        return {"ok": False, "retryable": True, "error": err.to_dict(step_id, ref)}
+
+
+def _failed(step_id: StepId, run_id: str, attempt: int, exc: Exception) -> dict[str, Any]:
+    """An unexpected failure of a step body: checkpointed as a retryable `internal_error`."""
+    cancel.check(run_id)
+    fence.check()
+    ref = f"err-{uuid.uuid4()}"
+    log.error("ref=%s step %s of %s attempt %d failed unexpectedly", ref, step_id, run_id, attempt, exc_info=exc)
+    err = RetryableStepError("internal error", code="internal_error")
+    return {"ok": False, "retryable": True, "error": err.to_dict(step_id, ref)}
 
 
 @DBOS.step(name="CompileST")
