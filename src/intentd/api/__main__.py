@@ -1,8 +1,17 @@
-"""`mise run start:api-shim`: serve the shim on HOST:PORT (HOST defaults to 127.0.0.1)."""
+"""`mise run start:api-shim`: serve the shim on HOST:PORT (HOST defaults to 127.0.0.1).
+
+`--workers N` (or INTENTD_SHIM_WORKERS) serves it from N processes on the one port (uvicorn's
+supervisor: it binds the socket, spawns N children that each build the app, and restarts one that
+dies). The shim keeps no state between requests that must be shared, so any process may answer any
+request; docs/scaling.md says what N processes cost in database connections.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+from typing import Any
 
 import uvicorn
 
@@ -12,23 +21,37 @@ from intentd.hardening import restrict_umask
 from intentd.telemetry import metrics
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m intentd.api", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--workers", type=int, default=None, help="processes (default INTENTD_SHIM_WORKERS, 1)")
+    args = parser.parse_args(argv)
     restrict_umask()
     settings = get_settings()
+    workers = args.workers or settings.shim_workers
     logging.basicConfig(level=settings.log_level)
-    metrics.prepare_multiproc_dir(settings.prometheus_multiproc_dir)  # several processes: docs/observability.md
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,  # create_app refused a non-loopback HOST with auth off
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
+    options: dict[str, Any] = {
+        "host": settings.host,  # create_app refuses a non-loopback HOST with auth off (in every process)
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
         # Longer than clients keep idle connections (httpx: 5 s, uvicorn's default too): a server that
         # closes first races a client reusing the connection, which then sees a dropped request.
-        timeout_keep_alive=30,
-        log_level="warning",
-        access_log=False,
-    )
+        "timeout_keep_alive": 30,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    multiproc_dir = settings.prometheus_multiproc_dir
+    if workers > 1 and multiproc_dir is None:
+        # /metrics must add up every process's samples (docs/observability.md); prometheus-client
+        # reads the variable at import, so the spawned children must find it in their environment.
+        multiproc_dir = settings.tmp_dir / "run" / f"prometheus-shim-{settings.port}"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+    metrics.prepare_multiproc_dir(multiproc_dir)  # several processes: docs/observability.md
+    if workers > 1:
+        # An import string and a factory: each child process builds its own app (pools, LISTEN).
+        uvicorn.run("intentd.api.app:create_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":
