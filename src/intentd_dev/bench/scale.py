@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from dbos import DBOSClient
 
 from intentd.config import REPO_ROOT, Settings
@@ -212,7 +213,7 @@ def _http(
         shim = fleet_procs.shim(settings, procs, extra)
         try:
             shim.start([f"{base_url}/healthz"])
-            time.sleep(2.0)  # every child up and its pools open, not only the first to answer
+            _await_listeners(settings, procs)  # every child through its start-up, not only the first
             spec = {
                 "kind": "get_run",
                 "rate": args.http_rate,
@@ -241,6 +242,21 @@ def _http(
         finally:
             shim.kill()
     return out
+
+
+def _await_listeners(settings: Settings, procs: int, timeout: float = 90.0) -> None:
+    """Each shim process opens its event LISTEN connection at the end of its start-up: wait for all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'intentd-shim-listen'"
+            ).fetchone()
+        if (row is not None and row[0] >= procs) or time.monotonic() > deadline:
+            time.sleep(1.0)
+            return
+        time.sleep(0.2)
 
 
 def main(argv: list[str]) -> int:
