@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
     metrics.prepare_multiproc_dir(multiproc_dir)  # several processes: docs/observability.md
     if workers > 1:
+        # Built once here for its start-up checks only (a non-loopback HOST with auth off, DBOS's
+        # tables elsewhere, a route without roles): refused before any child starts, where uvicorn's
+        # supervisor would restart a child that exits over and over.
+        create_app(settings)
         # An import string and a factory: each child process builds its own app (pools, LISTEN).
         uvicorn.run("intentd.api.app:create_app", factory=True, workers=workers, **options)
     else:
