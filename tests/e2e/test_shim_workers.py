@@ -26,7 +26,13 @@ pytestmark = pytest.mark.timeout(120)
 def shim2(pg_server: Settings) -> Iterator[tuple[Settings, stack.Proc]]:
     name = f"shimw_{uuid.uuid4().hex[:8]}"
     settings = make_database(pg_server, name).model_copy(update={"port": free_port(), "app_version": "e2e"})
-    env = {"DATABASE_URL": settings.database_url, "INTENTD_TMP": str(settings.tmp_dir), "INTENTD_SHIM_WORKERS": "2"}
+    (settings.tmp_dir / "prometheus-shim").mkdir(parents=True)  # it must exist before the shim imports
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "INTENTD_TMP": str(settings.tmp_dir),
+        "INTENTD_SHIM_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(settings.tmp_dir / "prometheus-shim"),
+    }
     shim = stack.shim(settings, **env)
     shim.start()
     try:
@@ -81,7 +87,7 @@ def test_two_processes_one_port_metrics_added_up(shim2: tuple[Settings, stack.Pr
     assert after - before == sent
 
     # Both processes write their samples to the shared directory: /metrics read both.
-    multiproc = settings.tmp_dir / "run" / f"prometheus-shim-{settings.port}"
+    multiproc = settings.tmp_dir / "prometheus-shim"
     pids = {p.stem.rsplit("_", 1)[-1] for p in multiproc.glob("*.db")}
     assert {str(c) for c in _children(shim.pid)} <= pids
 

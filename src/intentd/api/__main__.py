@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 import uvicorn
@@ -42,10 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     multiproc_dir = settings.prometheus_multiproc_dir
     if workers > 1 and multiproc_dir is None:
-        # /metrics must add up every process's samples (docs/observability.md); prometheus-client
-        # reads the variable at import, so the spawned children must find it in their environment.
-        multiproc_dir = settings.tmp_dir / "run" / f"prometheus-shim-{settings.port}"
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+        # prometheus-client reads the variable itself, at import, in each child: it must be in the
+        # environment the shim starts with, or /metrics would show one process's counters.
+        raise SystemExit(
+            f"--workers {workers}: set PROMETHEUS_MULTIPROC_DIR to a directory for this shim's metrics"
+            f" (e.g. {settings.tmp_dir / 'run' / f'prometheus-shim-{settings.port}'}): every process"
+            " writes its samples there and /metrics adds them up (docs/observability.md)"
+        )
     metrics.prepare_multiproc_dir(multiproc_dir)  # several processes: docs/observability.md
     if workers > 1:
         # Built once here for its start-up checks only (a non-loopback HOST with auth off, DBOS's

@@ -191,6 +191,10 @@ def raw_workers(settings: Settings, n: int, admin_base: int, version: str, extra
 
 def shim(settings: Settings, processes: int, extra: dict[str, str]) -> Group:
     env = {**extra, "INTENTD_SHIM_WORKERS": str(processes)}
+    if processes > 1:  # required by the shim with several processes: /metrics adds them up
+        multiproc = settings.tmp_dir / "run" / f"prometheus-shim-{processes}p"
+        multiproc.mkdir(parents=True, exist_ok=True)  # prometheus-client writes there from its import on
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
     return Group("shim", [stack.shim(settings, tag=f"-scale{processes}p", **env)])
 
 
