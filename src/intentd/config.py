@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # Several shim processes: prometheus-client keeps each process's samples in files here (it reads
     # the variable itself, at import) and /metrics adds them up. Unset: one process, in memory.
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    # The shim's processes (uvicorn workers on one port; `python -m intentd.api --workers N` wins).
+    # Each holds its own pools and LISTEN connection: docs/scaling.md counts them.
+    shim_workers: int = Field(1, ge=1, le=64, validation_alias="INTENTD_SHIM_WORKERS")
     # The worker's, the shim's and the bench baseline's logging level.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", validation_alias="LOG_LEVEL")
 

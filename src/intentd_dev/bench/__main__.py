@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         from intentd_dev.bench import parked  # its own flags: `mise run bench -- --parked 200,1000`
 
         return parked.main(argv)
+    if any(a == "--workers" or a.startswith("--workers=") for a in argv):
+        from intentd_dev.bench import scale  # its own flags: `mise run bench -- --workers 1,2`
+
+        return scale.main(argv)
     args = _args(argv)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the finally below stops what we started.
     signal.signal(signal.SIGTERM, _interrupt)
