@@ -7,12 +7,16 @@ httpx); each runs on a thread of DBOS's executor (asyncio.to_thread keeps the DB
 one limit per kind of work, per worker:
 
 - `light`: status writes, the checkpoint reads of a replay, DecideST, the gate's clock: at most
-  MAX_BUSY_WORKFLOWS at once, the size of the pools they draw connections from. A restart that
-  resumes 10,000 parked runs replays them that many operations at a time, instead of starting
-  10,000 threads that race for 32 connections.
-- `opencode`: CompileST and ApplyPatchST, the recipe's `opencode_worker_concurrency` at once.
-- `sandbox`: ExecuteST, the recipe's `sandbox.worker_concurrency` at once (the sandbox runner keeps
-  its own bound as well; a run waiting for its turn waits here, on no thread).
+  MAX_BUSY_WORKFLOWS at once, the size of the datasource pool they write through (DBOS's own pool
+  is 20: past that they wait for a connection, they cannot deadlock). A restart that resumes 10,000
+  parked runs replays them that many operations at a time, instead of starting 10,000 threads.
+- `opencode:<recipe>`: CompileST and ApplyPatchST, the recipe's `opencode_worker_concurrency` at once.
+- `sandbox:<recipe>`: ExecuteST, the recipe's `sandbox.worker_concurrency` at once (the sandbox
+  runner keeps its own bound as well; a run waiting for its turn waits here, on no thread).
+- `deliver`: the recipe's branch delivery after a run succeeded (git, with DBOS retries), 2 at once.
+
+The three expensive steps are async DBOS steps that take their slot inside the step, so a replayed
+one is answered from its checkpoint without waiting for a slot (workflow/run.py).
 
 The limits used to be the queue's: one slot per in-flight run, parked ones included, so a queue of
 1,000 slots starved once 1,000 runs waited for a human.

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -78,6 +78,7 @@ def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict
             if not _database_outage(exc) or outages >= _OUTAGE_RERUNS:
                 return _failed(step_id, run_id, attempt, exc)
             outages += 1
+            time.sleep(0.5 * outages)  # then cancel.check waits for the database to answer
             log.warning(
                 "step %s of %s attempt %d: the database went away (%s); running it again",
                 step_id,
@@ -92,14 +93,25 @@ _OUTAGE_RERUNS = 3
 
 
 def _database_outage(exc: BaseException) -> bool:
-    """Whether the failure was the database going away (anywhere in the exception's chain)."""
+    """Whether the failure was the database going away (anywhere in the exception's chain): a lost or
+    refused connection (SQLSTATE class 08), the server shutting down or restarting (57P01-57P03), a
+    connection psycopg found closed (no SQLSTATE). Not a timeout, a deadlock or a full disk: those
+    would fail again the same way."""
     seen: BaseException | None = exc
     for _ in range(10):
         if seen is None:
             return False
-        if isinstance(seen, sa.exc.OperationalError | sa.exc.DisconnectionError | psycopg.OperationalError):
+        if isinstance(seen, sa.exc.DisconnectionError):
             return True
-        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, sa.exc.DBAPIError):
+            if seen.connection_invalidated:
+                return True
+            seen = seen.orig
+            continue
+        if isinstance(seen, psycopg.OperationalError):
+            state = seen.sqlstate
+            return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return False
 
 
@@ -145,16 +157,23 @@ def _failed(step_id: StepId, run_id: str, attempt: int, exc: Exception) -> dict[
     return {"ok": False, "retryable": True, "error": err.to_dict(step_id, ref)}
 
 
+# The three expensive steps are async DBOS steps: DBOS answers a replayed one from its checkpoint
+# before the body runs, so a run recovered at a restart never waits for a slot of live work; the body
+# waits for its slot (offload.limited) and then runs on a thread.
+
+
 @DBOS.step(name="CompileST")
-def compile_step(inp: dict[str, Any]) -> dict[str, Any]:
+async def compile_step(inp: dict[str, Any], limit: tuple[str, int]) -> dict[str, Any]:
     model = compile.CompileInput.model_validate(inp)
-    return _guard(StepId.compile, model.run_id, model.attempt, lambda: compile.run(model))
+    body = functools.partial(compile.run, model)
+    return await offload.limited(*limit, _guard, StepId.compile, model.run_id, model.attempt, body)
 
 
 @DBOS.step(name="ApplyPatchST")
-def apply_patch_step(inp: dict[str, Any]) -> dict[str, Any]:
+async def apply_patch_step(inp: dict[str, Any], limit: tuple[str, int]) -> dict[str, Any]:
     model = apply_patch.ApplyInput.model_validate(inp)
-    return _guard(StepId.apply_patch, model.run_id, model.attempt, lambda: apply_patch.run(model))
+    body = functools.partial(apply_patch.run, model)
+    return await offload.limited(*limit, _guard, StepId.apply_patch, model.run_id, model.attempt, body)
 
 
 @DBOS.step(name="DecideST")
@@ -175,9 +194,10 @@ def decide_step(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 @DBOS.step(name="ExecuteST")
-def execute_step(inp: dict[str, Any]) -> dict[str, Any]:
+async def execute_step(inp: dict[str, Any], limit: tuple[str, int]) -> dict[str, Any]:
     model = execute.ExecuteInput.model_validate(inp)
-    return _guard(StepId.execute, model.run_id, model.attempt, lambda: execute.run(model))
+    body = functools.partial(execute.run, model)
+    return await offload.limited(*limit, _guard, StepId.execute, model.run_id, model.attempt, body)
 
 
 @DBOS.step(name="WorkspacePath")
@@ -186,10 +206,9 @@ def workspace_path(run_id: str) -> str:
     return str(resources.get().settings.workspaces_dir / run_id)
 
 
-_STEPS: dict[StepId, Callable[[dict[str, Any]], dict[str, Any]]] = {
+_HEAVY: dict[StepId, Callable[[dict[str, Any], tuple[str, int]], Awaitable[dict[str, Any]]]] = {
     StepId.compile: compile_step,
     StepId.apply_patch: apply_patch_step,
-    StepId.decide: decide_step,
     StepId.execute: execute_step,
 }
 
@@ -222,14 +241,13 @@ class _Run:
 
     async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
         """One step attempt on a thread, under the worker's limit for its kind of work (offload.py)."""
-        name = self.recipe.name
-        if step_id in (StepId.compile, StepId.apply_patch):
-            size = self.recipe.opencode_worker_concurrency
-            return await offload.limited(f"opencode:{name}", size, _STEPS[step_id], inp)
+        if step_id is StepId.decide:
+            return await offload.light(decide_step, inp)
         if step_id is StepId.execute:
-            size = self.recipe.sandbox.worker_concurrency
-            return await offload.limited(f"sandbox:{name}", size, _STEPS[step_id], inp)
-        return await offload.light(_STEPS[step_id], inp)
+            limit = (f"sandbox:{self.recipe.name}", self.recipe.sandbox.worker_concurrency)
+        else:
+            limit = (f"opencode:{self.recipe.name}", self.recipe.opencode_worker_concurrency)
+        return await _HEAVY[step_id](inp, limit)
 
     async def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
         """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
@@ -355,9 +373,14 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
         ),
     )
     # keeps the base commit
-    to_deliver = await offload.light(deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe)
+    # git against the operator's repository (with DBOS retries): a limit of its own, not a light slot
+    to_deliver = await offload.limited(
+        "deliver", 2, deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe
+    )
     await offload.light(proj.end, run_id, RunStatus.succeeded)
-    delivered = await offload.light(deliver.on_success, to_deliver, run_id)  # the recipe's deliver.branch, if any
+    delivered = await offload.limited(
+        "deliver", 2, deliver.on_success, to_deliver, run_id
+    )  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
         "status": RunStatus.succeeded,
