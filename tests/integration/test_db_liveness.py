@@ -62,6 +62,25 @@ def test_engine_checkout_sends_no_ping(db_settings: Settings) -> None:
         engine.dispose()
 
 
+def test_a_connection_pinged_after_idling_takes_an_isolation_level(db_settings: Settings, monkeypatch) -> None:
+    """Checked out after IDLE_PING_SECONDS, a connection gets a real ping; it must come back out of the
+    ping's transaction: the workflow's datasource transactions set READ COMMITTED on checkout, which
+    failed with "can't change 'autocommit' now" on a pinged connection and ended the run's workflow
+    in ERROR (a worker idle for a minute, then a new run)."""
+    monkeypatch.setattr(connection, "IDLE_PING_SECONDS", 0.0)
+    engine = connection.create_engine(db_settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        time.sleep(0.05)
+        with engine.connect().execution_options(isolation_level="READ COMMITTED") as conn:
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() == first  # pinged, kept
+            level = conn.execute(sa.text("SHOW transaction_isolation")).scalar_one()
+        assert level == "read committed"
+    finally:
+        engine.dispose()
+
+
 def test_call_ledger_survives_its_connection_ended(db_settings: Settings) -> None:
     store = SqlCallStore(db_settings.database_url)
     try:

@@ -53,6 +53,12 @@ def _alive_or_disconnect(dbapi_connection: Any, record: Any, proxy: Any) -> None
             cursor = dbapi_connection.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            # The ping opened a transaction (psycopg begins one unless in autocommit): end it, or the
+            # checkout hands over a connection in one, and setting an isolation level on it fails
+            # ("can't change 'autocommit' now"): a DBOS datasource transaction after 30 s idle did,
+            # and the run's workflow ended in ERROR.
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
         except Exception as exc:
             raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {exc!r}") from exc
 
