@@ -100,23 +100,6 @@ def _latencies(settings: Settings, batch: drive.Batch, times: list[dict[str, Any
     return {k: summarize(per_run[k], 1000.0) for k in order if k in per_run}
 
 
-def _recipes_file(settings: Settings, concurrency: int | None) -> Path:
-    """The recipes the processes read: the repository's, or a copy with another queue concurrency."""
-    if not concurrency:
-        return settings.recipes_file
-    data = tomllib.loads(settings.recipes_file.read_text())
-    lines = []
-    for line in settings.recipes_file.read_text().splitlines():
-        if line.strip().startswith("queue_worker_concurrency"):
-            line = f"queue_worker_concurrency = {concurrency}"
-        lines.append(line)
-    path = settings.tmp_dir / "recipes.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    assert set(tomllib.loads(path.read_text())["recipes"]) == set(data["recipes"])
-    return path
-
-
 def _http_phase(
     args: argparse.Namespace, base_url: str, run_ids: list[str], shim_pid: int, stem: str, postmaster: int | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -241,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
         "INTENTD_TMP": str(settings.tmp_dir),
         "INTENTD_EXECUTOR_ID": f"bench-{stamp}",
-        "INTENTD_RECIPES": str(_recipes_file(settings, args.queue_concurrency)),
+        "INTENTD_RECIPES": str(database.recipes_file(settings, args.queue_concurrency)),
         "OC_MODE": "mock",
         "LOG_LEVEL": "WARNING",
     }

@@ -7,7 +7,9 @@ latencies do not depend on when the bench happened to poll.
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -182,3 +184,20 @@ def run_statuses(url: str, run_ids: Sequence[str]) -> dict[str, int]:
 
 def server_version(url: str) -> str:
     return str(_rows(url, "SHOW server_version")[0][0])
+
+
+def recipes_file(settings: Settings, concurrency: int | None) -> Path:
+    """The recipes the processes read: the repository's, or a copy with another queue concurrency."""
+    if not concurrency:
+        return settings.recipes_file
+    data = tomllib.loads(settings.recipes_file.read_text())
+    lines = []
+    for line in settings.recipes_file.read_text().splitlines():
+        if line.strip().startswith("queue_worker_concurrency"):
+            line = f"queue_worker_concurrency = {concurrency}"
+        lines.append(line)
+    path = settings.tmp_dir / "recipes.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    assert set(tomllib.loads(path.read_text())["recipes"]) == set(data["recipes"])
+    return path

@@ -80,17 +80,6 @@ def _shipped_concurrency(settings: Settings) -> int:
     return max(r.queue_worker_concurrency for r in load_recipes(settings.recipes_file).values())
 
 
-def _recipes(settings: Settings, concurrency: int) -> Path:
-    lines = [
-        f"queue_worker_concurrency = {concurrency}" if line.strip().startswith("queue_worker_concurrency") else line
-        for line in settings.recipes_file.read_text().splitlines()
-    ]
-    path = settings.tmp_dir / "recipes.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _at_gate(url: str, run_ids: list[str]) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
@@ -203,7 +192,7 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
         "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
         "INTENTD_TMP": str(settings.tmp_dir),
         "INTENTD_EXECUTOR_ID": f"bench-parked-{stamp}",
-        "INTENTD_RECIPES": str(_recipes(settings, concurrency)),
+        "INTENTD_RECIPES": str(database.recipes_file(settings, concurrency)),
         "OC_MODE": "mock",
         "LOG_LEVEL": "WARNING",
     }

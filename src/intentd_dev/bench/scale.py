@@ -96,17 +96,6 @@ class _ConnSampler:
         self._thread.join()
 
 
-def _recipes(settings: Settings, concurrency: int) -> Path:
-    lines = [
-        f"queue_worker_concurrency = {concurrency}" if line.strip().startswith("queue_worker_concurrency") else line
-        for line in settings.recipes_file.read_text().splitlines()
-    ]
-    path = settings.tmp_dir / "recipes.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _pipeline(
     args: argparse.Namespace,
     settings: Settings,
@@ -297,7 +286,7 @@ def main(argv: list[str]) -> int:
                     "DATABASE_URL": settings.database_url,
                     "DBOS_SYSTEM_DATABASE_URL": settings.database_url,
                     "INTENTD_TMP": str(settings.tmp_dir),
-                    "INTENTD_RECIPES": str(_recipes(settings, args.queue_concurrency)),
+                    "INTENTD_RECIPES": str(database.recipes_file(settings, args.queue_concurrency)),
                     "OC_MODE": "mock",
                     "LOG_LEVEL": "WARNING",
                 }
