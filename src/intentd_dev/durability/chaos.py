@@ -203,6 +203,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a `kill`, a CI timeout) unwinds like Ctrl-C: the `finally` blocks stop the worker, the
+    shim and the daemon this driver started, instead of leaving them running on the fixed ports."""
+
+    def unwind(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings().model_copy(
         update={"port": args.port, "admin_port": args.admin_port, "app_version": args.app_version}
@@ -377,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress-seconds", type=float, default=30.0, help="progress line on stderr every N s (0: off)")
     p.add_argument("--live", action="store_true", help="real OpenCode daemon + fixture model; kill the daemon once")
     p.add_argument("--oc-port", type=int, default=4196, help="live: daemon port (fixture model on the next)")
+    stop_on_sigterm()
     return run(p.parse_args(argv))
 
 

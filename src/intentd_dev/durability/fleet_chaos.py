@@ -36,7 +36,7 @@ from intentd.config import Settings
 from intentd.db import migrate, server
 from intentd.db.fence import FENCED_EXIT_CODE
 from intentd_dev.durability import fleet_faults
-from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile
+from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile, stop_on_sigterm
 from intentd_dev.durability.fleet_faults import Faults
 
 SIDE_EFFECT_TABLES = ("run_steps", "opencode_calls", "mock_receipts", "command_executions")
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             "--stop-seconds must exceed --takeover-seconds + --heartbeat-seconds, or the zombie is never taken over"
         )
+    stop_on_sigterm()
     return run(args)
 
 
