@@ -26,6 +26,7 @@ from intentd.config import REPO_ROOT, Settings
 from intentd_dev.bench import cpu, database, disk, drive, memory, paired, profile, raw, report
 from intentd_dev.bench.measure import await_completed, growth, metrics_rss, per_run, throughput, workflow_latencies
 from intentd_dev.bench.stats import ratio, summarize
+from intentd_dev.unwind import stop_on_sigterm
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -194,6 +195,7 @@ def _goals(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    stop_on_sigterm()
     if any(a == "--parked" or a.startswith("--parked=") for a in argv):
         from intentd_dev.bench import parked  # its own flags: `mise run bench -- --parked 200,1000`
 

@@ -26,6 +26,7 @@ from intentd import oracles, stack
 from intentd.config import Settings
 from intentd.db import migrate, server
 from intentd.sandbox._procs import orphaned_sandboxes
+from intentd_dev.unwind import stop_on_sigterm
 
 # lane: (goal, terminal status, the error code that status must carry)
 LANES = {
@@ -202,19 +203,6 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (a `kill`, a CI timeout) unwinds like Ctrl-C: the `finally` blocks stop the worker, the
-    shim and the daemon this driver started, instead of leaving them running on the fixed ports."""
-
-    def unwind(signum: int, _frame: object) -> None:
-        signal.signal(
-            signal.SIGTERM, signal.SIG_IGN
-        )  # a second SIGTERM (`uv run` forwards one) must not cut the cleanup short
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, unwind)
 
 
 def own_database(settings: Settings, name: str | None, default: str) -> tuple[Settings, dict[str, str]]:

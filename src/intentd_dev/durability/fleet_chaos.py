@@ -36,8 +36,9 @@ from intentd.config import Settings
 from intentd.db import migrate, server
 from intentd.db.fence import FENCED_EXIT_CODE
 from intentd_dev.durability import fleet_faults
-from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile, own_database, stop_on_sigterm
+from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile, own_database
 from intentd_dev.durability.fleet_faults import Faults
+from intentd_dev.unwind import stop_on_sigterm
 
 SIDE_EFFECT_TABLES = ("run_steps", "opencode_calls", "mock_receipts", "command_executions")
 
