@@ -157,10 +157,6 @@ def _sample_rss(pid: int, series: list[tuple[float, int | None]], stop: threadin
         series.append((round(time.monotonic() - t0, 1), raw.rss_kb(pid)))
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _le(value: float | None, limit: float) -> bool | None:
     return None if value is None else value <= limit
 
@@ -195,7 +191,6 @@ def _goals(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    stop_on_sigterm()
     if any(a == "--parked" or a.startswith("--parked=") for a in argv):
         from intentd_dev.bench import parked  # its own flags: `mise run bench -- --parked 200,1000`
 
@@ -206,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return scale.main(argv)
     args = _args(argv)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the finally below stops what we started.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     stem = args.name or f"bench-{stamp}"
     base = Settings()

@@ -31,6 +31,7 @@ from intentd.config import REPO_ROOT, Settings
 from intentd_dev.bench import cpu, database, drive, fleet_procs, raw, report, scale_report
 from intentd_dev.bench.measure import await_completed, per_run, throughput
 from intentd_dev.bench.stats import ratio
+from intentd_dev.unwind import stop_on_sigterm
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -63,10 +64,6 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def _log(msg: str) -> None:
     print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
 
 
 class _ConnSampler:
@@ -250,7 +247,7 @@ def _await_listeners(settings: Settings, procs: int, timeout: float = 90.0) -> N
 
 def main(argv: list[str]) -> int:
     args = _args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     counts = [int(c) for c in args.workers.split(",") if c.strip()]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     stem = args.name or f"scale-{stamp}"
