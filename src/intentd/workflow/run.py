@@ -31,7 +31,7 @@ from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, T
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
-from intentd.workflow import cancel, deliver, faults, offload, resources
+from intentd.workflow import cancel, faults, layout, offload, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
@@ -200,12 +200,6 @@ async def execute_step(inp: dict[str, Any], limit: tuple[str, int]) -> dict[str,
     return await offload.limited(*limit, _guard, StepId.execute, model.run_id, model.attempt, body)
 
 
-@DBOS.step(name="WorkspacePath")
-def workspace_path(run_id: str) -> str:
-    """Where the run's workspace lives (checkpointed: a replay on another worker uses the same path)."""
-    return str(resources.get().settings.workspaces_dir / run_id)
-
-
 _HEAVY: dict[StepId, Callable[[dict[str, Any], tuple[str, int]], Awaitable[dict[str, Any]]]] = {
     StepId.compile: compile_step,
     StepId.apply_patch: apply_patch_step,
@@ -238,6 +232,8 @@ class _Run:
         )
         self.workload: dict[str, Any] = ctx["run"]["workload"]
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
+        # A run begun by older code recorded no layout: it replays the old sequence (projection.LAYOUT).
+        self.merged = ctx.get("layout") == proj.LAYOUT
 
     async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
         """One step attempt on a thread, under the worker's limit for its kind of work (offload.py)."""
@@ -249,8 +245,14 @@ class _Run:
             limit = (f"opencode:{self.recipe.name}", self.recipe.opencode_worker_concurrency)
         return await _HEAVY[step_id](inp, limit)
 
-    async def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
-        """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
+    async def step(
+        self,
+        step_id: StepId,
+        make_input: Callable[[int], BaseModel],
+        then: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on.
+        Merged layout: `then` gives the write a successful attempt's closing transaction carries."""
         while True:
             last: dict[str, Any] = {}
             for n in range(1, self.recipe.retry.max_attempts + 1):
@@ -265,7 +267,10 @@ class _Run:
                     await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, error)
                     raise
                 if result["ok"]:
-                    await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, result["output"], None)
+                    extra = await then(result["output"]) if then is not None and self.merged else None
+                    out = result["output"]
+                    if await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, out, None, extra):
+                        raise RunCanceled(f"run {self.run_id} was canceled")
                     return dict(result["output"])
                 last = result
                 await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, result["error"])
@@ -302,8 +307,9 @@ async def intent_run(args: dict[str, Any]) -> dict[str, Any]:
 
 async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
-    run = _Run(run_id, await offload.light(proj.begin_run, run_id), args.get("recipe"))
-    ws = await offload.light(workspace_path, run_id)
+    ctx = await offload.light(proj.begin_run, run_id, str(resources.get().settings.workspaces_dir / run_id))
+    run = _Run(run_id, ctx, args.get("recipe"))
+    ws: str = ctx["workspace"] if run.merged else await offload.light(layout.workspace_path, run_id)
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
     # CompileST, the questions loop, and the approval gate (a request for changes compiles again).
@@ -324,9 +330,11 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
                 workspace=ws,
                 repo=repo,
             ),
+            then=layout.plan_written,
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
-        await offload.light(proj.record_plan, run_id, plan, plan_hash)
+        if not run.merged:
+            await offload.light(proj.record_plan, run_id, plan, plan_hash)
         if plan["questions"]:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
             event = await _wait_for(Topic.input)
@@ -358,8 +366,12 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             max_commands=bounds.max_commands,
             max_command_bytes=bounds.max_command_bytes,
         ),
+        then=layout.decision_written,
     )
-    await offload.light(proj.record_decision, run_id, verdict)
+    if not run.merged:
+        await offload.light(proj.record_decision, run_id, verdict)
+    # KeepBase, then the run ends succeeded (merged: in the execute attempt's closing transaction).
+    keep = layout.KeepBase(run_id, args["intent_id"], ws, repo, run.recipe)
     executed = await run.step(
         StepId.execute,
         lambda attempt: execute.ExecuteInput(
@@ -371,16 +383,12 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             sandbox_minutes=float(run.workload["sandboxMinutes"]),
             sandbox=bounds,
         ),
+        then=keep.then_end,
     )
-    # keeps the base commit
-    # git against the operator's repository (with DBOS retries): a limit of its own, not a light slot
-    to_deliver = await offload.limited(
-        "deliver", 2, deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe
-    )
-    await offload.light(proj.end, run_id, RunStatus.succeeded)
-    delivered = await offload.limited(
-        "deliver", 2, deliver.on_success, to_deliver, run_id
-    )  # the recipe's deliver.branch, if any
+    if not run.merged:
+        await keep.then_end({})
+        await offload.light(proj.end, run_id, RunStatus.succeeded)
+    delivered = await layout.deliver_branch(keep.to_deliver, run_id)  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
         "status": RunStatus.succeeded,
