@@ -1,5 +1,6 @@
 """The run workflow's merged layout (projection.LAYOUT): the writes folded into a step's closing
-transaction, and KeepBase, which the merged layout runs before the execute attempt closes.
+transaction, KeepBase (which the merged layout runs before the execute attempt closes), and the old
+layout's WorkspacePath step.
 
 Every checkpointed operation costs durable commits (a datasource transaction two: its own and DBOS's
 record of it), and on this machine a durable commit is the bulk of intentd's overhead per run
@@ -9,6 +10,7 @@ of the run) commits with the attempt's closing write instead of in a transaction
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbos import DBOS
@@ -23,6 +25,22 @@ def workspace_path(run_id: str) -> str:
     """Where the run's workspace lives (checkpointed: a replay on another worker uses the same path).
     The old layout's second operation; the merged layout records the path with `_begin_run`."""
     return str(resources.get().settings.workspaces_dir / run_id)
+
+
+async def closing_write(
+    merged: bool,
+    then: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None,
+    output: dict[str, Any],
+    begin: tuple[str, int] | None,
+) -> dict[str, Any] | None:
+    """What a successful attempt's `_finish_attempt` writes besides closing its row (merged layout):
+    `then`'s write, and the first attempt of the step that follows (`begin`: step id, attempt)."""
+    if not merged:
+        return None
+    extra = await then(output) if then is not None else {}
+    if begin is not None:
+        extra = {**extra, "begin": begin[0], "attempt": begin[1]}
+    return extra or None
 
 
 async def plan_written(compiled: dict[str, Any]) -> dict[str, Any]:

@@ -24,10 +24,11 @@ VOID_APPROVAL = "void"
 QUORUM_PENDING = "quorum_pending"
 _ENDED_BY_DECISION = ("rejected", "expired")
 # The run workflow's sequence of checkpointed operations, as `_begin_run` records it. Layout 2 (runs
-# begun by this code) folds the workspace path into `_begin_run` and each successful step's follow-up
-# write (plan, decision, the run's end) into its `_finish_attempt`: 4 checkpointed operations and 7
-# durable commits fewer per run. A run begun by older code recorded no layout: its replay returns
-# that recorded output, and the workflow follows the old sequence (workflow/run.py).
+# begun by this code) folds into `_begin_run` the workspace path and CompileST's first `_begin_attempt`,
+# and into a successful step's `_finish_attempt` its follow-up writes (plan, decision, the run's end,
+# the next step's first `_begin_attempt`): 7 checkpointed operations and 13 durable commits fewer per
+# golden run. A run begun by older code recorded no layout: its replay returns that recorded output,
+# and the workflow follows the old sequence (workflow/run.py, workflow/layout.py).
 LAYOUT = 2
 
 P = ParamSpec("P")
@@ -92,6 +93,7 @@ def _begin_run(run_id: str, workspace: str | None = None) -> dict[str, Any]:
     }
     if workspace is not None:  # checkpointed with the rest: a replay on another worker keeps the path
         out.update(layout=LAYOUT, workspace=workspace)
+        _begin_attempt(run_id, "CompileST", 1)
     return out
 
 
@@ -117,11 +119,12 @@ def _finish_attempt(
     error: dict[str, Any] | None,
     then: dict[str, Any] | None = None,
 ) -> bool | None:
-    """Close the attempt's row; with `then` (layout 2, a successful attempt) also the write that used
-    to follow in a transaction of its own: the plan, the decision, or the run's end. Returns True
-    when `then` ends the run but the operator canceled it (the attempt is closed, the run not ended)."""
+    """Close the attempt's row; with `then` (layout 2, a successful attempt) also the writes that used
+    to follow in transactions of their own: the plan, the decision, the run's end, the next step's
+    first attempt (`begin`). Returns True when `then` ends the run or begins a step but the operator
+    canceled the run: the attempt is closed, nothing else written (the caller raises RunCanceled)."""
     s = _session()
-    canceled = bool(then and "end" in then and _locked_status(s, run_id) == "canceled")
+    canceled = bool(then and ("end" in then or "begin" in then) and _locked_status(s, run_id) == "canceled")
     s.execute(
         sa.text(
             "UPDATE app.run_steps SET status = :status, finished_at = now(),"
@@ -147,6 +150,8 @@ def _finish_attempt(
         q.update_run(s, run_id, decision=then["decision"])
     if "end" in then:
         q.update_run(s, run_id, status=then["end"], error=None, next_action=None, finished_at="now()")
+    if "begin" in then:
+        _begin_attempt(run_id, then["begin"], then["attempt"])
     return False
 
 

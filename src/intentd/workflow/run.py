@@ -234,6 +234,7 @@ class _Run:
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
         # A run begun by older code recorded no layout: it replays the old sequence (projection.LAYOUT).
         self.merged = ctx.get("layout") == proj.LAYOUT
+        self.begun = (StepId.compile, 1) if self.merged else None  # an attempt a write before began
 
     async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
         """One step attempt on a thread, under the worker's limit for its kind of work (offload.py)."""
@@ -250,15 +251,17 @@ class _Run:
         step_id: StepId,
         make_input: Callable[[int], BaseModel],
         then: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        next_step: StepId | None = None,
     ) -> dict[str, Any]:
         """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on.
-        Merged layout: `then` gives the write a successful attempt's closing transaction carries."""
+        Merged layout: a successful attempt's closing write carries `then`'s and begins `next_step`."""
         while True:
             last: dict[str, Any] = {}
             for n in range(1, self.recipe.retry.max_attempts + 1):
                 self.attempts[step_id] += 1
                 attempt = self.attempts[step_id]
-                await offload.light(proj.begin_attempt, self.run_id, step_id, attempt)
+                if self.begun != (step_id, attempt):
+                    await offload.light(proj.begin_attempt, self.run_id, step_id, attempt)
                 try:
                     result = await self._call(step_id, make_input(attempt).model_dump(mode="json"))
                 except RunCanceled as exc:
@@ -267,11 +270,13 @@ class _Run:
                     await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, error)
                     raise
                 if result["ok"]:
-                    extra = await then(result["output"]) if then is not None and self.merged else None
                     out = result["output"]
+                    nxt = (next_step, self.attempts[next_step] + 1) if next_step and self.merged else None
+                    extra = await layout.closing_write(self.merged, then, out, nxt)
                     if await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, out, None, extra):
                         raise RunCanceled(f"run {self.run_id} was canceled")
-                    return dict(result["output"])
+                    self.begun = nxt
+                    return dict(out)
                 last = result
                 await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, result["error"])
                 if not result["retryable"]:
@@ -353,6 +358,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     patch = await run.step(
         StepId.apply_patch,
         lambda attempt: apply_patch.ApplyInput(run_id=run_id, attempt=attempt, goal=run.goal, plan=plan, workspace=ws),
+        next_step=StepId.decide,
     )
     bounds = run.recipe.sandbox_bounds(run.workload)  # the workload's steps/concurrency/disk, enforced
     verdict = await run.step(
@@ -367,10 +373,10 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             max_command_bytes=bounds.max_command_bytes,
         ),
         then=layout.decision_written,
+        next_step=StepId.execute,
     )
     if not run.merged:
         await offload.light(proj.record_decision, run_id, verdict)
-    # KeepBase, then the run ends succeeded (merged: in the execute attempt's closing transaction).
     keep = layout.KeepBase(run_id, args["intent_id"], ws, repo, run.recipe)
     executed = await run.step(
         StepId.execute,
