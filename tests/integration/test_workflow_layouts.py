@@ -44,8 +44,7 @@ MERGED = [
     "CompileST",
     "_finish_attempt",  # + _record_plan
     "_wait",
-    "_apply_approval",
-    "_begin_attempt",
+    "_apply_approval",  # + ApplyPatchST's first _begin_attempt
     "ApplyPatchST",
     "_finish_attempt",  # + DecideST's _begin_attempt
     "DecideST",
@@ -91,11 +90,15 @@ def _succeeded(api: TestClient, settings: Settings, workflow_id: str, run_id: st
     ]
     assert done["plan"] and done["planHash"] and done["decision"]["decision"] == "execute"
     assert done["finishedAt"] and done["nextAction"] is None and done["error"] is None
-    with psycopg.connect(settings.database_url) as conn:
-        status = conn.execute(
-            "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (workflow_id,)
-        ).fetchone()
-    assert status == ("SUCCESS",)
+
+    def status() -> Any:
+        with psycopg.connect(settings.database_url) as conn:
+            return conn.execute(
+                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = %s", (workflow_id,)
+            ).fetchone()
+
+    # The workflow returns (DBOS records SUCCESS) just after its last write: no unexpected step, no ERROR.
+    assert wait_for(status, lambda row: row is not None and row[0] != "PENDING") == ("SUCCESS",)
     return done
 
 

@@ -17,7 +17,7 @@ from dbos import DBOS
 
 from intentd.domain import RunStatus
 from intentd.recipes import Recipe
-from intentd.workflow import deliver, offload, resources
+from intentd.workflow import deliver, offload, projection, resources
 
 
 @DBOS.step(name="WorkspacePath")
@@ -34,13 +34,20 @@ async def closing_write(
     begin: tuple[str, int] | None,
 ) -> dict[str, Any] | None:
     """What a successful attempt's `_finish_attempt` writes besides closing its row (merged layout):
-    `then`'s write, and the first attempt of the step that follows (`begin`: step id, attempt)."""
+    `then`'s write (run.py `_Run.step`'s `then`), and the first attempt of the step that follows
+    (`begin`: its `next_step` and attempt)."""
     if not merged:
         return None
     extra = await then(output) if then is not None else {}
     if begin is not None:
         extra = {**extra, "begin": begin[0], "attempt": begin[1]}
     return extra or None
+
+
+async def unmerged(merged: bool, func: Callable[..., Any], *args: Any) -> None:
+    """The old layout's write of its own (`func`, a projection); nothing in the merged layout."""
+    if not merged:
+        await offload.light(func, *args)
 
 
 async def plan_written(compiled: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +70,11 @@ class KeepBase:
         """Keep the base; the merged layout's write after it: the run ends succeeded."""
         self.to_deliver = await offload.limited("deliver", 2, deliver.after_execute, *self.args)
         return {"end": RunStatus.succeeded}
+
+    async def unmerged_end(self, merged: bool) -> None:
+        """The old layout: KeepBase, then the run's end in a transaction of its own."""
+        if not merged:
+            await offload.light(projection.end, self.args[0], (await self.then_end({}))["end"])
 
 
 async def deliver_branch(pending: dict[str, Any] | None, run_id: str) -> Any:

@@ -25,9 +25,9 @@ QUORUM_PENDING = "quorum_pending"
 _ENDED_BY_DECISION = ("rejected", "expired")
 # The run workflow's sequence of checkpointed operations, as `_begin_run` records it. Layout 2 (runs
 # begun by this code) folds into `_begin_run` the workspace path and CompileST's first `_begin_attempt`,
-# and into a successful step's `_finish_attempt` its follow-up writes (plan, decision, the run's end,
-# the next step's first `_begin_attempt`): 7 checkpointed operations and 13 durable commits fewer per
-# golden run. A run begun by older code recorded no layout: its replay returns that recorded output,
+# into a successful step's `_finish_attempt` its follow-up writes (plan, decision, the run's end, the
+# next step's first `_begin_attempt`), into the approval that passes the gate ApplyPatchST's first
+# `_begin_attempt`: 8 checkpointed operations and 15 durable commits fewer per golden run. A run begun by older code recorded no layout: its replay returns that recorded output,
 # and the workflow follows the old sequence (workflow/run.py, workflow/layout.py).
 LAYOUT = 2
 
@@ -248,9 +248,12 @@ def _expire(run_id: str) -> bool:
     return True
 
 
-def _apply_approval(run_id: str, approval_id: int, plan_hash: str, quorum: int = 1) -> str | None:
+def _apply_approval(
+    run_id: str, approval_id: int, plan_hash: str, quorum: int = 1, begin: tuple[str, int] | None = None
+) -> str | None:
     """Apply the approval to the plan at the gate. Returns None when it completes the quorum (the run
-    passes the gate), else why not: a plan hash mismatch (a notice), VOID_APPROVAL, QUORUM_PENDING."""
+    passes the gate, and the merged layout's `begin`, step id and attempt, begins the next step), else
+    why not: a plan hash mismatch (a notice), VOID_APPROVAL, QUORUM_PENDING."""
     s = _session()
     _not_canceled(s, run_id)
     row = (
@@ -296,6 +299,8 @@ def _apply_approval(run_id: str, approval_id: int, plan_hash: str, quorum: int =
         q.update_run(s, run_id, notice=notice)
         return QUORUM_PENDING
     q.update_run(s, run_id, status="running", gate="passed", next_action=None, notice=None)
+    if begin is not None:
+        _begin_attempt(run_id, begin[0], begin[1])
     return None
 
 
@@ -364,8 +369,10 @@ def expire(run_id: str) -> bool:
     return _tx(_expire, run_id)
 
 
-def apply_approval(run_id: str, approval_id: int, plan_hash: str, quorum: int = 1) -> str | None:
-    return _tx(_apply_approval, run_id, approval_id, plan_hash, quorum)
+def apply_approval(
+    run_id: str, approval_id: int, plan_hash: str, quorum: int = 1, begin: tuple[str, int] | None = None
+) -> str | None:
+    return _tx(_apply_approval, run_id, approval_id, plan_hash, quorum, begin)
 
 
 def record_decision(run_id: str, decision: dict[str, Any]) -> None:

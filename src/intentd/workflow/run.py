@@ -232,8 +232,7 @@ class _Run:
         )
         self.workload: dict[str, Any] = ctx["run"]["workload"]
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
-        # A run begun by older code recorded no layout: it replays the old sequence (projection.LAYOUT).
-        self.merged = ctx.get("layout") == proj.LAYOUT
+        self.merged = ctx.get("layout") == proj.LAYOUT  # begun by older code: none, the old sequence
         self.begun = (StepId.compile, 1) if self.merged else None  # an attempt a write before began
 
     async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
@@ -253,8 +252,7 @@ class _Run:
         then: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
         next_step: StepId | None = None,
     ) -> dict[str, Any]:
-        """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on.
-        Merged layout: a successful attempt's closing write carries `then`'s and begins `next_step`."""
+        """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
         while True:
             last: dict[str, Any] = {}
             for n in range(1, self.recipe.retry.max_attempts + 1):
@@ -270,12 +268,11 @@ class _Run:
                     await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, error)
                     raise
                 if result["ok"]:
-                    out = result["output"]
-                    nxt = (next_step, self.attempts[next_step] + 1) if next_step and self.merged else None
+                    out, nxt = result["output"], (next_step, self.attempts[next_step] + 1) if next_step else None
                     extra = await layout.closing_write(self.merged, then, out, nxt)
                     if await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, out, None, extra):
                         raise RunCanceled(f"run {self.run_id} was canceled")
-                    self.begun = nxt
+                    self.begun = nxt if self.merged else None
                     return dict(out)
                 last = result
                 await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, result["error"])
@@ -338,16 +335,17 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             then=layout.plan_written,
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
-        if not run.merged:
-            await offload.light(proj.record_plan, run_id, plan, plan_hash)
+        await layout.unmerged(run.merged, proj.record_plan, run_id, plan, plan_hash)
         if plan["questions"]:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
             event = await _wait_for(Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
             answers = {**(answers or {}), **event["payload"]}
             continue
-        outcome = await gate.decide(plan_hash)
+        begin = (StepId.apply_patch, run.attempts[StepId.apply_patch] + 1) if run.merged else None
+        outcome = await gate.decide(plan_hash, begin)
         if outcome.kind == "approved":
+            run.begun = begin
             break
         if outcome.kind == "changes":
             feedback.append(outcome.feedback)
@@ -375,8 +373,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
         then=layout.decision_written,
         next_step=StepId.execute,
     )
-    if not run.merged:
-        await offload.light(proj.record_decision, run_id, verdict)
+    await layout.unmerged(run.merged, proj.record_decision, run_id, verdict)
     keep = layout.KeepBase(run_id, args["intent_id"], ws, repo, run.recipe)
     executed = await run.step(
         StepId.execute,
@@ -391,9 +388,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
         ),
         then=keep.then_end,
     )
-    if not run.merged:
-        await keep.then_end({})
-        await offload.light(proj.end, run_id, RunStatus.succeeded)
+    await keep.unmerged_end(run.merged)
     delivered = await layout.deliver_branch(keep.to_deliver, run_id)  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
