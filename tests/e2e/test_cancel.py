@@ -164,7 +164,16 @@ def test_cancel_during_the_build_stops_before_decide(mock: Stack) -> None:
     _, run_id = mock.run("cancel during the build")
     mock.wait(run_id, lambda r: r["nextAction"] == "approve_plan")
     assert mock.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
-    mock.wait(run_id, lambda r: r["lastStep"] == "ApplyPatchST" and r["status"] == "running", timeout=30)
+    # The build's OpenCode call is claimed: the step body runs, inside its cancel watcher. (The
+    # ApplyPatchST row alone is not enough: the approval that passes the gate begins it, before the body.)
+    deadline = time.monotonic() + 30
+    while not _sql(
+        mock,
+        "SELECT 1 FROM app.opencode_calls WHERE run_id = %s AND step_id = 'ApplyPatchST' AND status = 'claimed'",
+        run_id,
+    ):
+        assert time.monotonic() < deadline, mock.get(run_id)
+        time.sleep(0.02)
     assert _cancel(mock, run_id).status_code == 202
     _assert_canceled(mock, run_id)
     later = _sql(

@@ -56,9 +56,10 @@ class ApprovalGate:
             return None
         return self.deadline - seconds * (1.0 - fraction)
 
-    async def decide(self, plan_hash: str) -> Outcome:
+    async def decide(self, plan_hash: str, begin: tuple[str, int] | None = None) -> Outcome:
         """Wait at the gate until the plan is approved (by the quorum), rejected, sent back for changes,
-        or the deadline passes. The wait is a coroutine (DBOS.recv_async): a parked run holds no thread."""
+        or the deadline passes. The wait is a coroutine (DBOS.recv_async): a parked run holds no thread.
+        `begin` (step id, attempt): the step the approval that passes the gate begins (merged layout)."""
         seconds = self.policy.deadline_seconds
         if seconds is None:
             await offload.light(proj.wait, self.run_id, Gate.approval, NextAction.approve_plan)
@@ -71,7 +72,7 @@ class ApprovalGate:
                 if await self._timers_due():
                     return Outcome("expired")
                 continue
-            outcome = await self._apply(dict(message), plan_hash)
+            outcome = await self._apply(dict(message), plan_hash, begin)
             if outcome is not None:
                 return outcome
 
@@ -102,7 +103,7 @@ class ApprovalGate:
             self.reminded = True
         return False
 
-    async def _apply(self, message: dict[str, Any], plan_hash: str) -> Outcome | None:
+    async def _apply(self, message: dict[str, Any], plan_hash: str, begin: tuple[str, int] | None) -> Outcome | None:
         if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
             raise RunCanceled(f"run {self.run_id} was canceled")
         decision = message.get("decision")
@@ -113,7 +114,7 @@ class ApprovalGate:
             await offload.light(proj.consume_event, self.run_id, message["eventId"])
             return Outcome("changes", str(message["feedback"]))
         why_not = await offload.light(
-            proj.apply_approval, self.run_id, message["approvalId"], plan_hash, self.policy.quorum
+            proj.apply_approval, self.run_id, message["approvalId"], plan_hash, self.policy.quorum, begin
         )
         if why_not is None:
             return Outcome("approved")

@@ -31,7 +31,7 @@ from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, T
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
-from intentd.workflow import cancel, deliver, faults, offload, resources
+from intentd.workflow import cancel, faults, layout, offload, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
@@ -200,12 +200,6 @@ async def execute_step(inp: dict[str, Any], limit: tuple[str, int]) -> dict[str,
     return await offload.limited(*limit, _guard, StepId.execute, model.run_id, model.attempt, body)
 
 
-@DBOS.step(name="WorkspacePath")
-def workspace_path(run_id: str) -> str:
-    """Where the run's workspace lives (checkpointed: a replay on another worker uses the same path)."""
-    return str(resources.get().settings.workspaces_dir / run_id)
-
-
 _HEAVY: dict[StepId, Callable[[dict[str, Any], tuple[str, int]], Awaitable[dict[str, Any]]]] = {
     StepId.compile: compile_step,
     StepId.apply_patch: apply_patch_step,
@@ -238,6 +232,8 @@ class _Run:
         )
         self.workload: dict[str, Any] = ctx["run"]["workload"]
         self.attempts: dict[StepId, int] = {s: 0 for s in StepId}
+        self.merged = ctx.get("layout") == proj.LAYOUT  # begun by older code: none, the old sequence
+        self.begun = (StepId.compile, 1) if self.merged else None  # an attempt a write before began
 
     async def _call(self, step_id: StepId, inp: dict[str, Any]) -> dict[str, Any]:
         """One step attempt on a thread, under the worker's limit for its kind of work (offload.py)."""
@@ -249,14 +245,21 @@ class _Run:
             limit = (f"opencode:{self.recipe.name}", self.recipe.opencode_worker_concurrency)
         return await _HEAVY[step_id](inp, limit)
 
-    async def step(self, step_id: StepId, make_input: Callable[[int], BaseModel]) -> dict[str, Any]:
+    async def step(
+        self,
+        step_id: StepId,
+        make_input: Callable[[int], BaseModel],
+        then: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        next_step: StepId | None = None,
+    ) -> dict[str, Any]:
         """Run a step within its retry budget; on exhaustion wait for an operator retry, then go on."""
         while True:
             last: dict[str, Any] = {}
             for n in range(1, self.recipe.retry.max_attempts + 1):
                 self.attempts[step_id] += 1
                 attempt = self.attempts[step_id]
-                await offload.light(proj.begin_attempt, self.run_id, step_id, attempt)
+                if self.begun != (step_id, attempt):
+                    await offload.light(proj.begin_attempt, self.run_id, step_id, attempt)
                 try:
                     result = await self._call(step_id, make_input(attempt).model_dump(mode="json"))
                 except RunCanceled as exc:
@@ -265,8 +268,12 @@ class _Run:
                     await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, error)
                     raise
                 if result["ok"]:
-                    await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, result["output"], None)
-                    return dict(result["output"])
+                    out, nxt = result["output"], (next_step, self.attempts[next_step] + 1) if next_step else None
+                    extra = await layout.closing_write(self.merged, then, out, nxt)
+                    if await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, out, None, extra):
+                        raise RunCanceled(f"run {self.run_id} was canceled")
+                    self.begun = nxt if self.merged else None
+                    return dict(out)
                 last = result
                 await offload.light(proj.finish_attempt, self.run_id, step_id, attempt, None, result["error"])
                 if not result["retryable"]:
@@ -302,8 +309,9 @@ async def intent_run(args: dict[str, Any]) -> dict[str, Any]:
 
 async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
-    run = _Run(run_id, await offload.light(proj.begin_run, run_id), args.get("recipe"))
-    ws = await offload.light(workspace_path, run_id)
+    ctx = await offload.light(proj.begin_run, run_id, str(resources.get().settings.workspaces_dir / run_id))
+    run = _Run(run_id, ctx, args.get("recipe"))
+    ws: str = ctx["workspace"] if run.merged else await offload.light(layout.workspace_path, run_id)
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
     # CompileST, the questions loop, and the approval gate (a request for changes compiles again).
@@ -324,17 +332,20 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
                 workspace=ws,
                 repo=repo,
             ),
+            then=layout.plan_written,
         )
         plan, plan_hash = compiled["plan"], compiled["planHash"]
-        await offload.light(proj.record_plan, run_id, plan, plan_hash)
+        await layout.unmerged(run.merged, proj.record_plan, run_id, plan, plan_hash)
         if plan["questions"]:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
             event = await _wait_for(Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
             answers = {**(answers or {}), **event["payload"]}
             continue
-        outcome = await gate.decide(plan_hash)
+        begin = (StepId.apply_patch, run.attempts[StepId.apply_patch] + 1) if run.merged else None
+        outcome = await gate.decide(plan_hash, begin)
         if outcome.kind == "approved":
+            run.begun = begin
             break
         if outcome.kind == "changes":
             feedback.append(outcome.feedback)
@@ -345,6 +356,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     patch = await run.step(
         StepId.apply_patch,
         lambda attempt: apply_patch.ApplyInput(run_id=run_id, attempt=attempt, goal=run.goal, plan=plan, workspace=ws),
+        next_step=StepId.decide,
     )
     bounds = run.recipe.sandbox_bounds(run.workload)  # the workload's steps/concurrency/disk, enforced
     verdict = await run.step(
@@ -358,8 +370,11 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             max_commands=bounds.max_commands,
             max_command_bytes=bounds.max_command_bytes,
         ),
+        then=layout.decision_written,
+        next_step=StepId.execute,
     )
-    await offload.light(proj.record_decision, run_id, verdict)
+    await layout.unmerged(run.merged, proj.record_decision, run_id, verdict)
+    keep = layout.KeepBase(run_id, args["intent_id"], ws, repo, run.recipe)
     executed = await run.step(
         StepId.execute,
         lambda attempt: execute.ExecuteInput(
@@ -371,16 +386,10 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             sandbox_minutes=float(run.workload["sandboxMinutes"]),
             sandbox=bounds,
         ),
+        then=keep.then_end,
     )
-    # keeps the base commit
-    # git against the operator's repository (with DBOS retries): a limit of its own, not a light slot
-    to_deliver = await offload.limited(
-        "deliver", offload.DELIVERIES_AT_ONCE, deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe
-    )
-    await offload.light(proj.end, run_id, RunStatus.succeeded)
-    delivered = await offload.limited(
-        "deliver", offload.DELIVERIES_AT_ONCE, deliver.on_success, to_deliver, run_id
-    )  # the recipe's deliver.branch, if any
+    await keep.unmerged_end(run.merged)
+    delivered = await layout.deliver_branch(keep.to_deliver, run_id)  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,
         "status": RunStatus.succeeded,
