@@ -82,14 +82,18 @@ class Hooks:
 
 
 def _hooks_stack(
-    pg_server: Settings, prefix: str, endpoints: list[dict[str, Any]], live: Settings | None = None
+    pg_server: Settings,
+    prefix: str,
+    endpoints: list[dict[str, Any]],
+    live: Settings | None = None,
+    backoff: float = 0.2,
 ) -> tuple[Stack, dict[str, str]]:
     """A stack whose worker delivers to `endpoints`, and the environment its worker restarts with."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     env = {
         "INTENTD_WEBHOOKS": json.dumps(endpoints),
         "WH_SECRET": SECRET,
-        "INTENTD_WEBHOOK_BACKOFF": "0.2",
+        "INTENTD_WEBHOOK_BACKOFF": str(backoff),
         "INTENTD_WEBHOOK_TIMEOUT": "20",
     }
     s = start_stack(pg_server, name, live=live, env=env)
@@ -262,3 +266,44 @@ def test_live_run_events_all_arrive_past_3_failures_and_a_worker_sigkill(
     assert sent[in_flight] == 4 and answered[in_flight] == 1
     assert sum(sent.values()) - len(sent) == 3, sent
     assert {key: v[1] for key, v in _by_event(url, run_id).items()} == dict(sent)
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_deliveries_backing_off_hold_no_thread(pg_server: Settings) -> None:
+    """A receiver down for good: each parked run's `run.waiting` delivery fails its first POST and then
+    waits 30 s before the next. 15 of them waiting add (almost) no thread to the worker; the
+    synchronous delivery workflow held one each, in DBOS.sleep."""
+    down = Receiver(fail_first=10**9)
+    endpoints = [{"name": "down", "url": down.url, "secretEnv": "WH_SECRET", "events": ["run.waiting"]}]
+    s, _ = _hooks_stack(pg_server, "hooks_down", endpoints, backoff=30.0)
+    try:
+        pid = s.worker.pid
+        assert pid is not None
+
+        def park(n: int, label: str) -> list[str]:
+            runs = []
+            for i in range(n):
+                _, run_id = s.run(f"{label} {i}")
+                s.wait(run_id, lambda x: x["nextAction"] == "approve_plan", timeout=180)
+                runs.append(run_id)
+            _wait(
+                lambda: all(
+                    _deliveries(s.settings.database_url, r).get(("down", "run.waiting"), ("", 0))[1] >= 1 for r in runs
+                )
+            )
+            return runs
+
+        park(3, "warm-up, its delivery failing")  # the executor's threads for one busy run and one POST
+        before = _threads(pid)
+        waiting = park(15, "parked, its delivery backing off")
+        grown = _threads(pid) - before
+        states = [_deliveries(s.settings.database_url, r)[("down", "run.waiting")] for r in waiting]
+        assert all(state == "pending" and attempts == 1 for state, attempts, _ in states), states
+        assert grown < 6, f"15 deliveries backing off added {grown} threads to the worker ({before} before)"
+    finally:
+        s.stop()
+        down.server.shutdown()

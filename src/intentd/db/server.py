@@ -89,6 +89,30 @@ def _check_traversable(user: str, path: Path) -> None:
         )
 
 
+def _other_port(settings: Settings, paths: ServerPaths) -> int | None:
+    """The port the server of this data directory listens on, when it runs and that is not PGPORT.
+
+    One data directory per INTENTD_TMP, whatever PGPORT says: without this check, `db down` with
+    another PGPORT stopped the server others were using, and `db up` tried a second server on the
+    same data directory."""
+    try:
+        lines = (paths.data / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+        os.kill(pid, 0)
+    except (FileNotFoundError, PermissionError, IndexError, ValueError, ProcessLookupError):
+        return None
+    return port if port != settings.pgport else None
+
+
+def _refuse_other_port(settings: Settings, paths: ServerPaths, verb: str) -> None:
+    port = _other_port(settings, paths)
+    if port is not None:
+        raise SystemExit(
+            f"db:{verb}: the server of {paths.data} runs on port {port}, not PGPORT={settings.pgport}; "
+            f"use PGPORT={port}, or give this server its own directory with INTENTD_TMP."
+        )
+
+
 def is_running(settings: Settings) -> bool:
     paths = ServerPaths.of(settings)
     result = subprocess.run(
@@ -102,6 +126,7 @@ def up(settings: Settings) -> str:
     """Start the server if it is not running; idempotent. Returns what it did. Either way the server
     then demands the password of `settings.pg_password_file` from every connection."""
     paths = ServerPaths.of(settings)
+    _refuse_other_port(settings, paths, "up")
     if is_running(settings):
         user = _ensure_user()
         _private_dir(paths.sockets, user)
@@ -313,6 +338,7 @@ def down(settings: Settings, mode: str = "fast") -> str:
     paths = ServerPaths.of(settings)
     if not (paths.data / "postmaster.pid").exists():
         return "not running"
+    _refuse_other_port(settings, paths, "down")
     user = _ensure_user()
     subprocess.run(
         _as_user(user, [str(BIN / "pg_ctl"), "-D", str(paths.data), "-m", mode, "-w", "stop"]),

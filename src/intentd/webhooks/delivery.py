@@ -1,6 +1,10 @@
 """One DBOS workflow per (event, endpoint): the POST is a DBOS step, retried with exponential backoff
 (durable sleeps between attempts), and recorded in app.webhook_deliveries.
 
+The workflow is a coroutine on DBOS's event loop, enqueued on its own queue: a delivery backing off
+between attempts holds no thread (a receiver down for an hour keeps thousands of them waiting), and
+the POSTs themselves run on DBOS's executor, at most POSTS_AT_ONCE per worker.
+
 The workflow id is deterministic (`webhook-<event id>-<endpoint>`), so however often the dispatcher
 starts it, it runs once; a worker killed mid-POST recovers it and POSTs again with the same
 Idempotency-Key: delivery is at-least-once, and `attempts` counts every POST that was started.
@@ -8,9 +12,11 @@ Idempotency-Key: delivery is at-least-once, and `attempts` counts every POST tha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 import httpx
@@ -22,8 +28,16 @@ from intentd.webhooks.endpoints import SIGNATURE_HEADER, WebhookConfigError, all
 
 log = logging.getLogger("intentd.webhooks")
 WORKFLOW_NAME = "intentd.webhook_delivery"
+QUEUE = "intentd-webhooks"
+# Deliveries in flight per worker (waiting ones included: a waiting delivery is a coroutine), and the
+# POSTs among them at once (each is a thread for up to webhook_timeout_seconds).
+QUEUE_CONCURRENCY = 10_000
+POSTS_AT_ONCE = 8
 MAX_ANSWER_BYTES = 64 * 1024  # what is read of a receiver's answer (the rest is dropped)
 
+# One bound per event loop (a worker relaunched in one process runs a new loop). Not
+# workflow.offload's: the workflow package depends on this one (through the recipes).
+_posts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 _engine: sa.Engine | None = None
 _settings: Settings | None = None
 
@@ -101,28 +115,36 @@ def _post(job: dict[str, Any]) -> dict[str, Any]:
 
 
 @DBOS.step(name="WebhookPost")
-def post_step(job: dict[str, Any]) -> dict[str, Any]:
-    return _post(job)
+async def post_step(job: dict[str, Any]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    posts = _posts.get(loop)
+    if posts is None:
+        posts = _posts[loop] = asyncio.Semaphore(POSTS_AT_ONCE)
+    async with posts:
+        return await asyncio.to_thread(_post, job)
 
 
 @DBOS.step(name="WebhookGaveUp")
-def gave_up_step(job: dict[str, Any]) -> None:
-    _write(
+async def gave_up_step(job: dict[str, Any]) -> None:
+    await asyncio.to_thread(
+        _write,
         "UPDATE app.webhook_deliveries SET status = 'failed' WHERE event_id = :e AND endpoint = :n",
         {"e": job["eventId"], "n": job["endpoint"]},
     )
 
 
+# The same DBOS operations in the same order as the synchronous workflow it replaced (a step, a
+# durable sleep, a step…), so a delivery recorded by it recovers here unchanged.
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
-def deliver(job: dict[str, Any]) -> dict[str, Any]:
+async def deliver(job: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for attempt in range(1, int(job["maxAttempts"]) + 1):
-        result = post_step(job)
+        result = await post_step(job)
         if result["ok"]:
             return result
         if attempt < int(job["maxAttempts"]):
-            DBOS.sleep(float(job["backoffSeconds"]) * 2 ** (attempt - 1))
-    gave_up_step(job)
+            await DBOS.sleep_async(float(job["backoffSeconds"]) * 2 ** (attempt - 1))
+    await gave_up_step(job)
     log.warning(
         "webhook %s for event %s: gave up after %s attempts", job["endpoint"], job["eventId"], job["maxAttempts"]
     )
@@ -130,6 +152,6 @@ def deliver(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def start(job: dict[str, Any]) -> None:
-    """Start the delivery once: a second start with the same id returns the existing workflow."""
+    """Enqueue the delivery once: a second enqueue with the same id returns the existing workflow."""
     with SetWorkflowID(workflow_id(job["eventId"], job["endpoint"])):
-        DBOS.start_workflow(deliver, job)
+        DBOS.enqueue_workflow(QUEUE, deliver, job)

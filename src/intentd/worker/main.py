@@ -35,7 +35,7 @@ from intentd.webhooks import delivery as webhook_delivery
 from intentd.webhooks import dispatcher as webhook_dispatcher
 from intentd.webhooks import endpoints as webhook_endpoints
 from intentd.worker import admin, fleet, memory, retention
-from intentd.workflow import projection, resources
+from intentd.workflow import offload, projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
 
 log = logging.getLogger("intentd.worker")
@@ -90,8 +90,20 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     memory.start(settings.tracemalloc_frames)
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
+    # DBOS's executor, bounded (DBOS's default is unbounded: a burst of 10,000 runs starting at once
+    # left 1,078 threads behind for good): every limit of workflow/offload.py at full width, plus DBOS's own.
+    threads = offload.executor_threads(
+        {
+            **{f"opencode:{n}": r.opencode_worker_concurrency for n, r in recipes.items()},
+            **{f"sandbox:{n}": r.sandbox.worker_concurrency for n, r in recipes.items()},
+            "deliver": offload.DELIVERIES_AT_ONCE,
+            "webhook-posts": webhook_delivery.POSTS_AT_ONCE,
+            delivery.QUEUE: 1,  # the shim's delivery workflow: synchronous, a thread while it runs
+        }
+    )
     config: DBOSConfig = {
         "name": "intentd",
+        "max_executor_threads": threads,
         "system_database_url": settings.sqlalchemy_system_url,
         "dbos_system_schema": settings.dbos_system_schema,
         "application_version": settings.app_version,
@@ -133,11 +145,17 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     webhook_delivery.bind(engine, settings)
     # The delivery workflows (intentd.workflow.deliver) the shim enqueues: git against an operator's
     # repository runs here, never in the shim.
-    DBOS.listen_queues([*queues, delivery.QUEUE])
+    DBOS.listen_queues([*queues, delivery.QUEUE, webhook_delivery.QUEUE])
     DBOS.launch()
     DBOS.register_queue(
         delivery.QUEUE,
         worker_concurrency=1,
+        polling_interval_sec=settings.queue_poll_seconds,
+        on_conflict="always_update",
+    )
+    DBOS.register_queue(
+        webhook_delivery.QUEUE,
+        worker_concurrency=webhook_delivery.QUEUE_CONCURRENCY,
         polling_interval_sec=settings.queue_poll_seconds,
         on_conflict="always_update",
     )
@@ -166,6 +184,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
                 "pid": os.getpid(),
                 "version": __version__,
                 "queues": queues,
+                "executorThreads": threads,
                 "ocMode": settings.oc_mode,
                 "uptimeSeconds": uptime.seconds(),
             }

@@ -13,7 +13,12 @@ one limit per kind of work, per worker:
 - `opencode:<recipe>`: CompileST and ApplyPatchST, the recipe's `opencode_worker_concurrency` at once.
 - `sandbox:<recipe>`: ExecuteST, the recipe's `sandbox.worker_concurrency` at once (the sandbox
   runner keeps its own bound as well; a run waiting for its turn waits here, on no thread).
-- `deliver`: the recipe's branch delivery after a run succeeded (git, with DBOS retries), 2 at once.
+- `deliver`: the recipe's branch delivery after a run succeeded (git, with DBOS retries),
+  DELIVERIES_AT_ONCE at once.
+
+Together with DBOS's own short system-database calls, these bound DBOS's executor
+(`executor_threads`, the worker's `max_executor_threads`): a burst of thousands of runs no longer
+leaves a thousand threads behind.
 
 The three expensive steps are async DBOS steps that take their slot inside the step, so a replayed
 one is answered from its checkpoint without waiting for a slot (workflow/run.py).
@@ -30,6 +35,11 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from intentd.db.connection import MAX_BUSY_WORKFLOWS
+
+DELIVERIES_AT_ONCE = 2
+# DBOS's own synchronous calls of async workflows (a workflow's start, a step's checkpoint, its outcome,
+# a recv's check), which take no limit here: short, and never waiting for another executor thread.
+DBOS_OWN_THREADS = 32
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +62,16 @@ def _limits() -> _Limits:
     if _current is None or _current.loop is not loop:
         _current = _Limits(loop, asyncio.Semaphore(MAX_BUSY_WORKFLOWS))
     return _current
+
+
+def executor_threads(keyed: dict[str, int]) -> int:
+    """The executor size that runs every limit above at its full width and still leaves DBOS its own.
+
+    `keyed` is each `limited` key's size, as the worker's recipes and modules set them. Nothing on an
+    executor thread waits for another executor thread (no synchronous workflow blocks on a coroutine),
+    so a bounded executor delays work and cannot deadlock.
+    """
+    return MAX_BUSY_WORKFLOWS + sum(keyed.values()) + DBOS_OWN_THREADS
 
 
 async def light(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -375,11 +375,11 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     # keeps the base commit
     # git against the operator's repository (with DBOS retries): a limit of its own, not a light slot
     to_deliver = await offload.limited(
-        "deliver", 2, deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe
+        "deliver", offload.DELIVERIES_AT_ONCE, deliver.after_execute, run_id, args["intent_id"], ws, repo, run.recipe
     )
     await offload.light(proj.end, run_id, RunStatus.succeeded)
     delivered = await offload.limited(
-        "deliver", 2, deliver.on_success, to_deliver, run_id
+        "deliver", offload.DELIVERIES_AT_ONCE, deliver.on_success, to_deliver, run_id
     )  # the recipe's deliver.branch, if any
     return {
         "runId": run_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import signal
 import sys
 import threading
@@ -203,6 +204,31 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a `kill`, a CI timeout) unwinds like Ctrl-C: the `finally` blocks stop the worker, the
+    shim and the daemon this driver started, instead of leaving them running on the fixed ports."""
+
+    def unwind(signum: int, _frame: object) -> None:
+        signal.signal(
+            signal.SIGTERM, signal.SIG_IGN
+        )  # a second SIGTERM (`uv run` forwards one) must not cut the cleanup short
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+
+
+def own_database(settings: Settings, name: str | None, default: str) -> tuple[Settings, dict[str, str]]:
+    """A fresh database on the embedded server for this run (dropped and made again when it exists),
+    so its oracles and re-execution counts are this run's alone, and runs a killed earlier run left
+    behind are not recovered into it; with DATABASE_URL set, the database it names, as it is."""
+    if settings.database_url_env is not None:
+        return settings, {}
+    name = name or re.sub(r"\W", "_", default).lower()
+    settings = settings.model_copy(update={"app_database": name})
+    migrate.create_database(settings.database_url, drop=True)
+    return settings, {"APP_DATABASE": name}
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings().model_copy(
         update={"port": args.port, "admin_port": args.admin_port, "app_version": args.app_version}
@@ -213,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if settings.database_url_env is None:
         server.up(settings)
+    settings, db_env = own_database(settings, args.database, f"chaos_{args.app_version}_{args.seed}")
     migrate.ensure(settings)
     if args.live:
         from intentd.oc import daemon
@@ -223,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         "INTENTD_EXECUTOR_ID": f"chaos-{args.admin_port}",
         "INTENTD_FAULT_STEP_DELAY": str(args.step_delay),
         "INTENTD_FAULT_OC_DELAY": str(args.oc_delay),
+        **db_env,
     }
     if args.live:
         from intentd.oc import daemon
@@ -319,7 +347,10 @@ def run(args: argparse.Namespace) -> int:
     orphans = orphaned_sandboxes()
     violations = {k: v for k, v in found.items() if v}
     print()
-    print(f"wf:intent:chaos  OC_MODE={settings.oc_mode}  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s")
+    print(
+        f"wf:intent:chaos  OC_MODE={settings.oc_mode}  seed={args.seed}  wall={time.monotonic() - t_start:.1f}s"
+        f"  database={settings.app_database if settings.database_url_env is None else 'DATABASE_URL'}"
+    )
     print(
         f"  runs           {len(runs)}  ({', '.join(f'{lane}={sum(t.lane == lane for t in runs)}' for lane in LANES)})"
     )
@@ -377,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress-seconds", type=float, default=30.0, help="progress line on stderr every N s (0: off)")
     p.add_argument("--live", action="store_true", help="real OpenCode daemon + fixture model; kill the daemon once")
     p.add_argument("--oc-port", type=int, default=4196, help="live: daemon port (fixture model on the next)")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="the embedded server's database to use (default: a fresh chaos_<version>_<seed>)",
+    )
+    stop_on_sigterm()
     return run(p.parse_args(argv))
 
 

@@ -36,7 +36,7 @@ from intentd.config import Settings
 from intentd.db import migrate, server
 from intentd.db.fence import FENCED_EXIT_CODE
 from intentd_dev.durability import fleet_faults
-from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile
+from intentd_dev.durability.chaos import LANES, Tracked, _drive, _error_code, _percentile, own_database, stop_on_sigterm
 from intentd_dev.durability.fleet_faults import Faults
 
 SIDE_EFFECT_TABLES = ("run_steps", "opencode_calls", "mock_receipts", "command_executions")
@@ -134,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings.database_url_env is None:
         server.up(settings)
+    settings, db_env = own_database(settings, args.database, f"fleet_{args.app_version}_{args.seed}")
     migrate.ensure(settings)
     common = {
+        **db_env,
         "INTENTD_TAKEOVER_SECONDS": str(args.takeover_seconds),
         "INTENTD_HEARTBEAT_SECONDS": str(args.heartbeat_seconds),
         "INTENTD_FAULT_STEP_DELAY": str(args.step_delay),
@@ -292,6 +294,7 @@ def _report(
     print(
         f"fleet:chaos  OC_MODE=mock  seed={args.seed}  workers={args.workers}  T={args.takeover_seconds:g}s"
         f"  beat={args.heartbeat_seconds:g}s  wall={wall:.1f}s  load(1m) {load[0][0]:.1f} -> {load[1][0]:.1f}"
+        f"  database={settings.app_database if settings.database_url_env is None else 'DATABASE_URL'}"
     )
     print(f"  runs           {len(runs)}  ({', '.join(f'{ln}={sum(t.lane == ln for t in runs)}' for ln in LANES)})")
     if kill is not None and faults.kill_at is not None:
@@ -350,11 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=3021)
     p.add_argument("--admin-port", type=int, default=3022, help="workers use this port and the next ones")
     p.add_argument("--app-version", default="fleet")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="the embedded server's database to use (default: a fresh fleet_<version>_<seed>)",
+    )
     args = p.parse_args(argv)
     if args.stop_seconds <= args.takeover_seconds + args.heartbeat_seconds:
         p.error(
             "--stop-seconds must exceed --takeover-seconds + --heartbeat-seconds, or the zombie is never taken over"
         )
+    stop_on_sigterm()
     return run(args)
 
 
