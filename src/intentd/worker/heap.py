@@ -34,7 +34,11 @@ _STOP = (
 
 def _type_counts() -> Counter[str]:
     gc.collect()
-    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+    # One C call, no bytecode boundary while the list of every object exists: holding a reference to
+    # an object another thread is still building (a tuple being resized) fails that thread with
+    # "bad argument to internal function" (seen: DBOS's queue threads, iterating over the list here).
+    kinds = list(map(type, gc.get_objects()))
+    return Counter(f"{t.__module__}.{t.__qualname__}" for t in kinds)
 
 
 def objects(path: str, top: int = 40) -> dict[str, Any]:

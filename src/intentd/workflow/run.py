@@ -226,6 +226,9 @@ def _recipe(canonical: str) -> Recipe:
 class _Run:
     """The workflow's local state: deterministic, rebuilt identically on every replay."""
 
+    # A parked run keeps one of these for as long as it waits: no per-instance __dict__.
+    __slots__ = ("attempts", "constraints", "goal", "inputs", "recipe", "run_id", "workload")
+
     def __init__(self, run_id: str, ctx: dict[str, Any], recipe: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self.goal: str = ctx["intent"]["goal"]
@@ -302,7 +305,10 @@ async def intent_run(args: dict[str, Any]) -> dict[str, Any]:
 
 async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
-    run = _Run(run_id, await offload.light(proj.begin_run, run_id), args.get("recipe"))
+    # DBOS's wrapper holds this input dict for the whole run, parked or not: the recipe (a tree of
+    # dicts, 2-3 kB) leaves it once read, and the run uses the Recipe its runs share (_recipe).
+    # A replay or a recovery deserializes the input again from the database.
+    run = _Run(run_id, await offload.light(proj.begin_run, run_id), args.pop("recipe", None))
     ws = await offload.light(workspace_path, run_id)
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
@@ -325,9 +331,14 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
                 repo=repo,
             ),
         )
-        plan, plan_hash = compiled["plan"], compiled["planHash"]
-        await offload.light(proj.record_plan, run_id, plan, plan_hash)
-        if plan["questions"]:
+        plan_hash: str = compiled["planHash"]
+        await offload.light(proj.record_plan, run_id, compiled["plan"], plan_hash)
+        questions = bool(compiled["plan"]["questions"])
+        # Across the waits below (hours, by the thousand) the run keeps its plan as one JSON string
+        # (insertion order kept, so the plan it goes on with is the same), not as a tree of dicts.
+        plan_json = json.dumps(compiled["plan"], separators=(",", ":"), ensure_ascii=False)
+        del compiled
+        if questions:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
             event = await _wait_for(Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
@@ -341,6 +352,8 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             continue
         # rejected (the shim ended the run) or expired (the gate did): the workflow returns.
         return {"runId": run_id, "status": outcome.kind, "planHash": plan_hash}
+    plan: dict[str, Any] = json.loads(plan_json)
+    del plan_json
 
     patch = await run.step(
         StepId.apply_patch,
