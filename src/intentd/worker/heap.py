@@ -54,13 +54,22 @@ def objects(path: str, top: int = 40) -> dict[str, Any]:
     return {"objects": sum(counts.values()), "growth": [(k, n) for k, n in growth.most_common(top) if n > 0]}
 
 
+def _singletons() -> tuple[type, ...]:
+    """The process's DBOS and its system database: a walk through them reaches every run."""
+    from dbos import DBOS
+    from dbos._sys_db import SystemDatabase
+
+    return (DBOS, SystemDatabase)
+
+
 def _reach(root: object, limit: int = 20_000) -> dict[int, int]:
     """id -> getsizeof of what `root` reaches, shared kinds (_STOP) excluded."""
     seen: dict[int, int] = {}
     stack = [root]
+    stop = _STOP + _singletons()
     while stack and len(seen) < limit:
         obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _STOP):
+        if id(obj) in seen or isinstance(obj, stop):
             continue
         seen[id(obj)] = sys.getsizeof(obj, 0)
         stack.extend(gc.get_referents(obj))
