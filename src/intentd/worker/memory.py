@@ -2,6 +2,7 @@
 
 GET /debug/memory/baseline takes a snapshot; GET /debug/memory lists the allocation sites that grew
 the most since it (or the largest ones, with no baseline). Tracing slows the worker; off by default.
+/debug/memory/objects[/baseline] and /debug/memory/tasks (worker/heap.py) work without tracing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import linecache
 import threading
 import tracemalloc
 from typing import Any
+
+from intentd.worker import heap
 
 _baseline: tracemalloc.Snapshot | None = None
 _lock = threading.Lock()
@@ -38,6 +41,10 @@ def _snapshot() -> tracemalloc.Snapshot:
 def report(path: str, top: int = 25) -> dict[str, Any] | None:
     """The admin endpoint's answer for /debug/memory[/baseline], or None for other paths."""
     global _baseline
+    if path in ("/debug/memory/objects", "/debug/memory/objects/baseline"):
+        return heap.objects(path)
+    if path == "/debug/memory/tasks":
+        return heap.tasks()
     if path not in ("/debug/memory", "/debug/memory/baseline"):
         return None
     if not tracemalloc.is_tracing():

@@ -44,6 +44,8 @@ class ApprovalGate:
     """One run's gate; its state (the deadline, whether the reminder went out) is rebuilt identically
     on every replay from checkpointed results."""
 
+    __slots__ = ("deadline", "policy", "reminded", "run_id")  # one per parked run: no __dict__
+
     def __init__(self, run_id: str, policy: ApprovalPolicy) -> None:
         self.run_id = run_id
         self.policy = policy

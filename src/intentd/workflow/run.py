@@ -220,6 +220,9 @@ def _recipe(canonical: str) -> Recipe:
 class _Run:
     """The workflow's local state: deterministic, rebuilt identically on every replay."""
 
+    # A parked run keeps one of these for as long as it waits: no per-instance __dict__.
+    __slots__ = ("attempts", "begun", "constraints", "goal", "inputs", "merged", "recipe", "run_id", "workload")
+
     def __init__(self, run_id: str, ctx: dict[str, Any], recipe: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self.goal: str = ctx["intent"]["goal"]
@@ -310,8 +313,12 @@ async def intent_run(args: dict[str, Any]) -> dict[str, Any]:
 async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
     run_id: str = args["run_id"]
     ctx = await offload.light(proj.begin_run, run_id, str(resources.get().settings.workspaces_dir / run_id))
-    run = _Run(run_id, ctx, args.get("recipe"))
+    # DBOS's wrapper holds this input dict for the whole run, parked or not: the recipe (a tree of
+    # dicts, 2-3 kB) leaves it once read, and the run uses the Recipe its runs share (_recipe).
+    # A replay or a recovery deserializes the input again from the database.
+    run = _Run(run_id, ctx, args.pop("recipe", None))
     ws: str = ctx["workspace"] if run.merged else await offload.light(layout.workspace_path, run_id)
+    del ctx
     repo = run.inputs.get("repo") if isinstance(run.inputs.get("repo"), str) else None
 
     # CompileST, the questions loop, and the approval gate (a request for changes compiles again).
@@ -334,9 +341,14 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             ),
             then=layout.plan_written,
         )
-        plan, plan_hash = compiled["plan"], compiled["planHash"]
-        await layout.unmerged(run.merged, proj.record_plan, run_id, plan, plan_hash)
-        if plan["questions"]:
+        plan_hash: str = compiled["planHash"]
+        await layout.unmerged(run.merged, proj.record_plan, run_id, compiled["plan"], plan_hash)
+        questions = bool(compiled["plan"]["questions"])
+        # Across the waits below (hours, by the thousand) the run keeps its plan as one JSON string
+        # (insertion order kept, so the plan it goes on with is the same), not as a tree of dicts.
+        plan_json = json.dumps(compiled["plan"], separators=(",", ":"), ensure_ascii=False)
+        del compiled
+        if questions:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
             event = await _wait_for(Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
@@ -352,6 +364,8 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
             continue
         # rejected (the shim ended the run) or expired (the gate did): the workflow returns.
         return {"runId": run_id, "status": outcome.kind, "planHash": plan_hash}
+    plan: dict[str, Any] = json.loads(plan_json)
+    del plan_json
 
     patch = await run.step(
         StepId.apply_patch,
