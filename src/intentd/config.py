@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     fault_crash_at: str | None = Field(None, validation_alias="INTENTD_FAULT_CRASH_AT")
     # Diagnosis: trace heap allocations with this many frames (0: off); see worker/memory.py.
     tracemalloc_frames: int = Field(0, ge=0, le=100, validation_alias="INTENTD_TRACEMALLOC")
+    # The worker's heap walks (admin /debug/memory/objects and /tasks): seconds of a stopped world
+    # each, so off unless a diagnosis asks for them.
+    debug_heap: bool = Field(False, validation_alias="INTENTD_DEBUG_HEAP")
     # Set by CI runners (CI=true): a live test that would skip (opencode missing) fails instead.
     # Kept as text: a runner's unusual value must not stop intentd from starting.
     ci_env: str = Field("", validation_alias="CI")

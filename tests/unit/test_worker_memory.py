@@ -25,6 +25,18 @@ def test_off_by_default_says_how_to_turn_it_on() -> None:
     assert memory.report("/debug/memory") == {"tracing": False, "hint": "start the worker with INTENTD_TRACEMALLOC=10"}
 
 
+@pytest.mark.parametrize("path", ["/debug/memory/objects", "/debug/memory/objects/baseline", "/debug/memory/tasks"])
+def test_heap_walks_are_off_unless_asked_for(path: str) -> None:
+    memory.start(0)
+    assert memory.report(path) == {"heapWalks": False, "hint": "start the worker with INTENTD_DEBUG_HEAP=1"}
+    memory.start(0, heap_walks=True)
+    try:
+        body = memory.report(path)
+        assert body is not None and "heapWalks" not in body  # the walk's own answer
+    finally:
+        memory.start(0)
+
+
 def test_other_paths_are_not_its_business() -> None:
     assert memory.report("/metrics") is None
 

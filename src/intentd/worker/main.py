@@ -87,7 +87,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     finally:
         registrar.dispose()
     conn_name = fleet.connection_name(ident, generation)
-    memory.start(settings.tracemalloc_frames)
+    memory.start(settings.tracemalloc_frames, settings.debug_heap)
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
     # DBOS's executor, bounded (DBOS's default is unbounded: a burst of 10,000 runs starting at once

@@ -28,7 +28,12 @@ _IGNORE = (
 )
 
 
-def start(frames: int) -> None:
+_heap_walks = False
+
+
+def start(frames: int, heap_walks: bool = False) -> None:
+    global _heap_walks
+    _heap_walks = heap_walks
     if frames > 0 and not tracemalloc.is_tracing():
         tracemalloc.start(frames)
 
@@ -41,10 +46,10 @@ def _snapshot() -> tracemalloc.Snapshot:
 def report(path: str, top: int = 25) -> dict[str, Any] | None:
     """The admin endpoint's answer for /debug/memory[/baseline], or None for other paths."""
     global _baseline
-    if path in ("/debug/memory/objects", "/debug/memory/objects/baseline"):
-        return heap.objects(path)
-    if path == "/debug/memory/tasks":
-        return heap.tasks()
+    if path in ("/debug/memory/objects", "/debug/memory/objects/baseline", "/debug/memory/tasks"):
+        if not _heap_walks:
+            return {"heapWalks": False, "hint": "start the worker with INTENTD_DEBUG_HEAP=1"}
+        return heap.tasks() if path.endswith("/tasks") else heap.objects(path)
     if path not in ("/debug/memory", "/debug/memory/baseline"):
         return None
     if not tracemalloc.is_tracing():

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "INTENTD_RECIPES": str(database.recipes_file(settings, _shipped_concurrency(base))),
         "OC_MODE": "mock",
         "LOG_LEVEL": "WARNING",
+        "INTENTD_DEBUG_HEAP": "1",  # the worker's heap walks (/debug/memory/objects, /tasks)
     }
     if args.tracemalloc:
         extra["INTENTD_TRACEMALLOC"] = str(args.tracemalloc)
