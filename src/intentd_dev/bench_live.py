@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import socket
 import statistics
 import time
@@ -34,6 +33,7 @@ from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
 from intentd_dev.bench import database, disk, live_split, report
 from intentd_dev.bench.stats import percentile
+from intentd_dev.unwind import stop_on_sigterm
 
 GOALS = {"start_to_gate_p50_s": 1.0, "approve_to_succeeded_p50_s": 0.6, "overhead_share_max": 0.10}
 _POLL = 0.01
@@ -271,10 +271,6 @@ def _goals(result: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _variants(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Variant]:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not names or len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
@@ -323,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = _variants(args, parser)
     if not daemon.installed():
         parser.error("opencode is not installed: run `mise run oc:setup`")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = Settings()
     if base.database_url_env is None:

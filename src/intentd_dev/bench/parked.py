@@ -37,6 +37,7 @@ from intentd.config import REPO_ROOT, Settings
 from intentd.recipes import load_recipes
 from intentd_dev.bench import database, drive, raw, report
 from intentd_dev.bench.stats import ratio, summarize
+from intentd_dev.unwind import stop_on_sigterm
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -260,14 +261,10 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
             database.drop(settings)
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
     args = _args(argv)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so each round's finally stops its processes.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = Settings()
     if base.database_url_env is None:
