@@ -135,7 +135,7 @@ class Recipe(BaseModel):
     name: str
     queue: str
     queue_worker_concurrency: int = Field(ge=1)
-    # OpenCode calls one worker makes at once for this recipe's runs (workflow/offload.py)
+    # OpenCode calls one worker makes at once for this recipe's runs (intentd/offload.py)
     opencode_worker_concurrency: int = Field(8, ge=1, le=256)
     caps: dict[str, int | float]
     defaults: dict[str, int | float]

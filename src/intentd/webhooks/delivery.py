@@ -12,17 +12,16 @@ Idempotency-Key: delivery is at-least-once, and `attempts` counts every POST tha
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-import weakref
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 
+from intentd import offload
 from intentd.config import Settings, webhook_secret
 from intentd.webhooks.endpoints import SIGNATURE_HEADER, WebhookConfigError, allowed_hosts, check_url, signature
 
@@ -35,9 +34,6 @@ QUEUE_CONCURRENCY = 10_000
 POSTS_AT_ONCE = 8
 MAX_ANSWER_BYTES = 64 * 1024  # what is read of a receiver's answer (the rest is dropped)
 
-# One bound per event loop (a worker relaunched in one process runs a new loop). Not
-# workflow.offload's: the workflow package depends on this one (through the recipes).
-_posts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 _engine: sa.Engine | None = None
 _settings: Settings | None = None
 
@@ -116,17 +112,12 @@ def _post(job: dict[str, Any]) -> dict[str, Any]:
 
 @DBOS.step(name="WebhookPost")
 async def post_step(job: dict[str, Any]) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    posts = _posts.get(loop)
-    if posts is None:
-        posts = _posts[loop] = asyncio.Semaphore(POSTS_AT_ONCE)
-    async with posts:
-        return await asyncio.to_thread(_post, job)
+    return await offload.limited("webhook-posts", POSTS_AT_ONCE, _post, job)
 
 
 @DBOS.step(name="WebhookGaveUp")
 async def gave_up_step(job: dict[str, Any]) -> None:
-    await asyncio.to_thread(
+    await offload.light(
         _write,
         "UPDATE app.webhook_deliveries SET status = 'failed' WHERE event_id = :e AND endpoint = :n",
         {"e": job["eventId"], "n": job["endpoint"]},

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 from psycopg.conninfo import make_conninfo
 
-from intentd import __version__, delivery
+from intentd import __version__, delivery, offload
 from intentd.config import Settings, get_settings
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine, datasource_pool_size
@@ -35,7 +35,7 @@ from intentd.webhooks import delivery as webhook_delivery
 from intentd.webhooks import dispatcher as webhook_dispatcher
 from intentd.webhooks import endpoints as webhook_endpoints
 from intentd.worker import admin, fleet, memory, retention
-from intentd.workflow import offload, projection, resources
+from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
 
 log = logging.getLogger("intentd.worker")
@@ -91,7 +91,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     recipes = load_recipes(settings.recipes_file)
     queues = sorted({r.queue for r in recipes.values()})
     # DBOS's executor, bounded (DBOS's default is unbounded: a burst of 10,000 runs starting at once
-    # left 1,078 threads behind for good): every limit of workflow/offload.py at full width, plus DBOS's own.
+    # left 1,078 threads behind for good): every limit of intentd/offload.py at full width, plus DBOS's own.
     threads = offload.executor_threads(
         {
             **{f"opencode:{n}": r.opencode_worker_concurrency for n, r in recipes.items()},

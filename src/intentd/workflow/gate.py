@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 from dbos import DBOS
 
+from intentd import offload
 from intentd.domain import Gate, NextAction, Topic
 from intentd.errors import RunCanceled
 from intentd.recipes import ApprovalPolicy
-from intentd.workflow import faults, offload, resources
+from intentd.workflow import faults, resources
 from intentd.workflow import projection as proj
 
 WAIT_SLICE_SECONDS = 3600.0

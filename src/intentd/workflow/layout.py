@@ -15,9 +15,10 @@ from typing import Any
 
 from dbos import DBOS
 
+from intentd import offload
 from intentd.domain import RunStatus
 from intentd.recipes import Recipe
-from intentd.workflow import deliver, offload, projection, resources
+from intentd.workflow import deliver, projection, resources
 
 
 @DBOS.step(name="WorkspacePath")

@@ -26,12 +26,13 @@ import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import BaseModel
 
+from intentd import offload
 from intentd.db import effects, fence
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
-from intentd.workflow import cancel, faults, layout, offload, resources
+from intentd.workflow import cancel, faults, layout, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute

@@ -10,7 +10,7 @@ time until all succeed, and the probes once more on the idle worker. Writes benc
 
 The run is an async workflow: a parked run is a coroutine awaiting DBOS.recv_async, no thread. It
 still keeps its queue slot, so the shipped recipes set queue_worker_concurrency far above what can
-wait (100,000) and bound the expensive work per worker instead (workflow/offload.py); the bench uses
+wait (100,000) and bound the expensive work per worker instead (intentd/offload.py); the bench uses
 the recipes as shipped unless --queue-concurrency says otherwise, and the JSON says what was used.
 """
 
