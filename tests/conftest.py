@@ -92,6 +92,7 @@ def row_counts(conninfo: str) -> dict[str, str]:
         "app.events",
         "app.deliveries",
         "app.webhook_deliveries",
+        "app.parked",
         "dbos.workflow_status",
         "dbos.notifications",
     ]

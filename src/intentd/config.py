@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # Fleet (docs/fleet.md): an executor whose heartbeat is older than this is taken over by a
     # surviving worker of the same app version (its generation bumped: the old process is fenced).
     takeover_seconds: float = Field(15.0, gt=0, validation_alias="INTENTD_TAKEOVER_SECONDS")
+    # A run waiting for a human parks (workflow/park.py): no coroutine, thread or memory in the worker
+    # until a message or its timer wakes it. Off: it waits in DBOS.recv_async in the worker.
+    park_waits: bool = Field(True, validation_alias="INTENTD_PARK_WAITS")
+    # How often the worker wakes its parked runs whose timer (the gate's reminder, deadline) is due.
+    wake_poll_seconds: float = Field(1.0, gt=0, validation_alias="INTENTD_WAKE_POLL_SECONDS")
     max_body_bytes: int = Field(64 * 1024, validation_alias="INTENTD_MAX_BODY_BYTES")
     # Fault injection for the chaos drivers: every step body sleeps this long, widening the windows
     # in which a kill lands mid-step. Zero (off) everywhere else.

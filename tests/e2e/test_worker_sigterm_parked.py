@@ -1,10 +1,12 @@
 """SIGTERM stops a worker promptly while runs are parked at the approval gate (issue 14, item 5).
 
 A parked run used to hold one of DBOS's executor threads, blocked in `DBOS.recv`, and the worker,
-after DBOS's "successfully shut down", stayed alive joining them. The run workflow is async now: a
-parked run is a coroutine and holds no thread (the first test counts them). Here 20 runs are parked, the worker gets SIGTERM and must exit 0 within 5 s with its `app.workers`
-row marked stopped; restarted, it recovers the parked runs (PENDING in DBOS), and each approval
-reaches its run, which succeeds with the oracles green. Mock OpenCode: the shutdown is the subject.
+after DBOS's "successfully shut down", stayed alive joining them. Now a run at the gate parks
+(workflow/park.py): nothing of it stays in the worker (the first test counts threads). Here 20 runs
+are parked, the worker gets SIGTERM and must exit 0 within 5 s with its `app.workers` row marked
+stopped; the runs stay parked in the database (none PENDING: a restart has nothing to replay), and
+after the restart each approval wakes its run, which succeeds with the oracles green. Mock OpenCode:
+the shutdown is the subject.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from intentd import oracles, stack
 from intentd.config import Settings
+from intentd.db import parked as parked_runs
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_decisions_gate import sql
 
@@ -64,12 +67,13 @@ def test_sigterm_with_runs_parked_exits_within_5s_and_they_resume_after_restart(
     started = [s.run(f"parked run {i}") for i in range(PARKED)]
     runs = [run_id for _, run_id in started]
     hashes = {r: s.wait(r, lambda x: x["nextAction"] == "approve_plan", timeout=180)["planHash"] for r in runs}
-    pending = sql(
-        s,
-        "SELECT COUNT(*) FROM dbos.workflow_status WHERE workflow_uuid = ANY(%s) AND status = 'PENDING'",
-        [intent_id for intent_id, _ in started],  # one DBOS workflow per intent
-    )
-    assert pending == [(PARKED,)]
+    workflows = [intent_id for intent_id, _ in started]  # one DBOS workflow per intent
+    deadline = time.monotonic() + 60
+    while sql(s, "SELECT COUNT(*) FROM app.parked WHERE workflow_id = ANY(%s)", workflows) != [(PARKED,)]:
+        assert time.monotonic() < deadline, "the runs at the gate did not all park"
+        time.sleep(0.1)
+    in_lot = "SELECT status, queue_name, COUNT(*) FROM dbos.workflow_status WHERE workflow_uuid = ANY(%s) GROUP BY 1, 2"
+    assert sql(s, in_lot, workflows) == [("ENQUEUED", parked_runs.PARKING_LOT, PARKED)]
 
     popen = s.worker.popen
     assert popen is not None
@@ -86,8 +90,9 @@ def test_sigterm_with_runs_parked_exits_within_5s_and_they_resume_after_restart(
     assert sql(s, "SELECT state FROM app.workers WHERE executor_id = %s", s.worker.env["INTENTD_EXECUTOR_ID"]) == [
         ("stopped",)
     ]
-    # Still parked, not ended by the stop: the workflows stay PENDING for recovery.
+    # Still parked, not ended by the stop, and nothing for the restart's recovery to replay.
     assert all(s.get(r)["nextAction"] == "approve_plan" for r in runs)
+    assert sql(s, in_lot, workflows) == [("ENQUEUED", parked_runs.PARKING_LOT, PARKED)]
 
     s.worker.start()
     stack.wait_http(f"http://127.0.0.1:{s.settings.admin_port}/healthz", timeout=120, proc=s.worker)

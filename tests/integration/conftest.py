@@ -14,13 +14,20 @@ from intentd.config import Settings
 
 
 @pytest.fixture(scope="module")
-def worker(db_settings: Settings) -> Iterator[Any]:
+def it_settings(db_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The module's worker and shim settings: mock mode; a module's WORKER_SETTINGS (a dict) changes
+    them, or a module defines its own `it_settings` fixture."""
+    update = {"oc_mode": "mock", "app_version": "it", "executor_id": "it-worker"}
+    return db_settings.model_copy(update={**update, **getattr(request.module, "WORKER_SETTINGS", {})})
+
+
+@pytest.fixture(scope="module")
+def worker(it_settings: Settings) -> Iterator[Any]:
     from intentd.worker import main as worker_main
 
-    settings = db_settings.model_copy(update={"oc_mode": "mock", "app_version": "it", "executor_id": "it-worker"})
-    handle = worker_main.start(settings, admin_http=False)
+    handle = worker_main.start(it_settings, admin_http=False)
     yield handle
-    cancel_open_runs(settings)
+    cancel_open_runs(it_settings)
     handle.stop()
 
 
@@ -70,11 +77,10 @@ def cancel_open_runs(settings: Settings, timeout: float = 20.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(db_settings: Settings) -> Iterator[TestClient]:
+def api(it_settings: Settings) -> Iterator[TestClient]:
     from intentd.api.app import create_app
 
-    settings = db_settings.model_copy(update={"app_version": "it"})
-    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
+    with TestClient(create_app(it_settings), raise_server_exceptions=True) as client:
         yield client
 
 

@@ -19,6 +19,10 @@ from fastapi.testclient import TestClient
 from intentd.config import Settings
 from tests.integration.conftest import start_run, wait_for, wait_status
 
+# The pin needs a PENDING workflow at rest: a run that waits at the gate in the worker. (A parked
+# run, workflow/park.py, is not PENDING: DBOS recovery has nothing of it to recover.)
+WORKER_SETTINGS = {"park_waits": False}
+
 
 def test_the_pinned_dbos_and_its_recovery_signature() -> None:
     assert version("dbos") == "3.4.0", "takeover calls a private DBOS function: re-read dbos/_recovery.py"

@@ -1,6 +1,7 @@
-"""A run parked at the approval gate keeps only small state alive (docs/fleet.md "Parked runs"): its
-coroutine does not hold the compiled plan as a tree of dicts, nor its own copy of the recipe, and the
-run still goes on exactly as before after the approval (same DBOS operations, same order)."""
+"""A run that waits at the approval gate in memory (INTENTD_PARK_WAITS=0, or a timer too near to
+park: workflow/park.py) keeps only small state alive (docs/fleet.md "Parked runs"): its coroutine
+does not hold the compiled plan as a tree of dicts, nor its own copy of the recipe, and the run
+still goes on exactly as before after the approval (same DBOS operations, same order)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from intentd.config import Settings
 from intentd.worker import heap
 from tests.integration.conftest import start_run, wait_status
 from tests.integration.test_workflow_layouts import MERGED
+
+WORKER_SETTINGS = {"park_waits": False}  # the runs here wait in the worker: their footprint is the subject
 
 # The DBOS operations of a run approved at the first gate, in order (function_id, function_name): the
 # merged layout (tests/integration/test_workflow_layouts.py) with DBOS's own recv and its timeout's

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from fastapi.testclient import TestClient
 from intentd.config import Settings
 from intentd.worker import retention
 from intentd.workflow import workspace
-from tests.integration.conftest import cancel_open_runs, start_run, wait_for, wait_status
+from tests.integration.conftest import start_run, wait_for, wait_status
 
 RETENTION_SECONDS = 4.0
 
@@ -42,21 +41,8 @@ def settings(db_settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings) -> Iterator[Any]:
-    from intentd.worker import main as worker_main
-
-    handle = worker_main.start(settings, admin_http=False)
-    yield handle
-    cancel_open_runs(settings)
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def api(settings: Settings) -> Iterator[TestClient]:
-    from intentd.api.app import create_app
-
-    with TestClient(create_app(settings), raise_server_exceptions=True) as client:
-        yield client
+def it_settings(settings: Settings) -> Settings:
+    return settings  # the worker and shim of tests/integration/conftest.py run with these
 
 
 def _dirs(settings: Settings, run_id: str) -> tuple[Path, Path]:

@@ -18,6 +18,10 @@ from intentd.config import Settings
 from intentd.workflow import projection as proj
 from tests.integration.conftest import start_run, wait_for, wait_status
 
+# Recovery replays a PENDING workflow from its checkpoints: runs here wait at the gate in the worker,
+# to be recovered on another executor. (A parked run replays the same way when woken: test_park.py.)
+WORKER_SETTINGS = {"park_waits": False}
+
 OLD = [
     "_begin_run",
     "WorkspacePath",

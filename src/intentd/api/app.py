@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings, pool_size=20, application_name="intentd-shim")
         client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema, lazy=True)
         app.state.engine = engine
-        app.state.handoff = Handoff(engine, client, settings.app_version, load_recipes(settings.recipes_file))
+        app.state.handoff = Handoff(
+            engine, client, settings.app_version, load_recipes(settings.recipes_file), settings.dbos_system_schema
+        )
         app.state.read_pool = reads.open_pool(settings)
         await app.state.read_pool.open(wait=False)
         app.state.event_hub = EventHub(settings.database_url)  # the one LISTEN connection (streams)

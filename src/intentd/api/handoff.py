@@ -18,7 +18,7 @@ from dbos._error import DBOSException
 
 from intentd import delivery
 from intentd.api import decisions
-from intentd.db import audit
+from intentd.db import audit, parked
 from intentd.db import runs as q
 from intentd.domain import RETRYABLE_STATUSES, TERMINAL_STATUSES, WORKFLOW_NAME, Gate, RunStatus, Topic
 from intentd.errors import Conflict, NotFound, QueuePolicyViolation
@@ -36,11 +36,25 @@ ENDED_STATUSES = TERMINAL_STATUSES
 
 
 class Handoff:
-    def __init__(self, engine: sa.Engine, client: DBOSClient, app_version: str, recipes: dict[str, Recipe]):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        client: DBOSClient,
+        app_version: str,
+        recipes: dict[str, Recipe],
+        dbos_schema: str = "dbos",
+    ):
         self.engine = engine
         self.client = client
         self.app_version = app_version
         self.recipes = recipes
+        self.dbos_schema = dbos_schema
+
+    def _send(self, conn: sa.Connection, run: dict[str, Any], message: dict[str, Any], topic: Topic) -> None:
+        """DBOS's send, and the wake of the run if it is parked (db/parked.py), in the caller's
+        transaction, which holds the run's row: the run is parked now, or will see the message."""
+        self.client.send_in_transaction(conn, run["workflow_id"], message, topic)
+        parked.wake(conn, self.dbos_schema, run["workflow_id"])
 
     # POST /intents/{id}/run --------------------------------------------------------------------
 
@@ -163,11 +177,8 @@ class Handoff:
             decisions.check_quorum_open(run, q.live_approvals(conn, run["run_id"]), approved_by)
             approval_id = q.insert_approval(conn, run["run_id"], approved_by, notes, plan_hash)
             _between_halves("approve")
-            self.client.send_in_transaction(
-                conn,
-                run["workflow_id"],
-                {"approvalId": approval_id, "approvedBy": approved_by, "planHash": plan_hash},
-                Topic.approval,
+            self._send(
+                conn, run, {"approvalId": approval_id, "approvedBy": approved_by, "planHash": plan_hash}, Topic.approval
             )
             audit.record(
                 conn,
@@ -228,7 +239,7 @@ class Handoff:
                 )
                 message = {"decision": "changes", "eventId": event_id, "feedback": text}
             _between_halves(act)
-            self.client.send_in_transaction(conn, run["workflow_id"], message, Topic.approval)
+            self._send(conn, run, message, Topic.approval)
             audit.record(
                 conn,
                 act=act,
@@ -255,9 +266,7 @@ class Handoff:
             event_id = q.insert_event(conn, run["run_id"], "input", payload)
             q.update_run(conn, run["run_id"], status="running", gate="recompiling", next_action=None)
             _between_halves("input")
-            self.client.send_in_transaction(
-                conn, run["workflow_id"], {"eventId": event_id, "payload": payload}, Topic.input
-            )
+            self._send(conn, run, {"eventId": event_id, "payload": payload}, Topic.input)
             audit.record(
                 conn,
                 act="input",
@@ -286,9 +295,7 @@ class Handoff:
                 conn, run["run_id"], status="running", next_action=None, retry_count=retry_count, finished_at=None
             )
             _between_halves("retry")
-            self.client.send_in_transaction(
-                conn, run["workflow_id"], {"retryCount": retry_count, "fromStep": from_step}, Topic.retry
-            )
+            self._send(conn, run, {"retryCount": retry_count, "fromStep": from_step}, Topic.retry)
             audit.record(
                 conn,
                 act="retry",
@@ -326,9 +333,7 @@ class Handoff:
             topic = _waited_topic(status, gate)
             if topic is not None:
                 # A workflow parked in DBOS.recv does not notice a DBOS cancel; this message wakes it.
-                self.client.send_in_transaction(
-                    conn, run["workflow_id"], {"canceled": True, "eventId": event_id}, topic
-                )
+                self._send(conn, run, {"canceled": True, "eventId": event_id}, topic)
             audit.record(
                 conn,
                 act="cancel",

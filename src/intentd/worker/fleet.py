@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from dbos import DBOS
 
 from intentd.config import Settings
-from intentd.db import fence
+from intentd.db import fence, parked
 from intentd.errors import IntentdError
 from intentd.sandbox._procs import pid_alive
 from intentd.telemetry import metrics
@@ -180,12 +180,19 @@ class Fleet:
                     "SELECT w.executor_id, w.generation FROM app.workers w"
                     " WHERE w.executor_id <> :me AND w.app_version = :v"
                     " AND w.heartbeat_at < now() - make_interval(secs => :t)"
-                    " AND (w.state = 'live' OR (EXISTS (SELECT 1 FROM"
+                    " AND (w.state = 'live' OR ((EXISTS (SELECT 1 FROM"
                     f" {schema}.workflow_status s WHERE s.executor_id = w.executor_id AND s.status = 'PENDING'"
-                    " AND s.application_version = :v) AND NOT EXISTS (SELECT 1 FROM app.fleet_takeovers k"
+                    " AND s.application_version = :v) OR EXISTS (SELECT 1 FROM"
+                    f" {schema}.workflow_status s WHERE s.queue_name = :wake || w.executor_id"
+                    " AND s.status = 'ENQUEUED')) AND NOT EXISTS (SELECT 1 FROM app.fleet_takeovers k"
                     " WHERE k.executor_id = w.executor_id AND k.claimed_at > now() - make_interval(secs => :t))))"
                 ),
-                {"me": self.executor_id, "v": self.settings.app_version, "t": self.settings.takeover_seconds},
+                {
+                    "me": self.executor_id,
+                    "v": self.settings.app_version,
+                    "t": self.settings.takeover_seconds,
+                    "wake": parked.WAKE_QUEUE_PREFIX,
+                },
             ).all()
         return [(str(r[0]), int(r[1])) for r in rows]
 
@@ -299,6 +306,8 @@ class Fleet:
         metrics.TAKEOVERS.inc()
         metrics.RECOVERED.inc(len(handles))
         with self.engine.begin() as conn:
+            # Its runs woken (or just recovered) onto its own wake queue, which nobody listens on now.
+            adopted = parked.adopt(conn, self.settings.dbos_system_schema, executor_id, self.executor_id)
             conn.execute(
                 sa.text(
                     "UPDATE app.fleet_takeovers SET recovered_at = clock_timestamp(), workflows = :n WHERE id = :i"
@@ -307,10 +316,11 @@ class Fleet:
             )
         log.warning(
             "fleet: took over executor %s (its heartbeat was older than %g s): generation %d, %d workflow(s)"
-            " re-enqueued for recovery",
+            " re-enqueued for recovery, %d woken run(s) moved to this worker's wake queue",
             executor_id,
             self.settings.takeover_seconds,
             generation,
             len(handles),
+            adopted,
         )
         return Takeover(executor_id, generation, len(handles))

@@ -24,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from intentd import __version__, delivery, offload
 from intentd.config import Settings, get_settings
+from intentd.db import parked
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine, datasource_pool_size
 from intentd.hardening import restrict_umask
@@ -34,7 +35,7 @@ from intentd.telemetry import metrics, tracing
 from intentd.webhooks import delivery as webhook_delivery
 from intentd.webhooks import dispatcher as webhook_dispatcher
 from intentd.webhooks import endpoints as webhook_endpoints
-from intentd.worker import admin, fleet, memory, retention
+from intentd.worker import admin, fleet, memory, retention, waker
 from intentd.workflow import projection, resources
 from intentd.workflow import run as _registers_the_workflow  # noqa: F401
 
@@ -57,8 +58,11 @@ class Worker:
     admin_server: ThreadingHTTPServer | None
     sweeper: retention.Sweeper | None = None  # workspace retention (INTENTD_WORKSPACE_RETENTION)
     webhooks: webhook_dispatcher.Dispatcher | None = None  # INTENTD_WEBHOOKS, [[recipes.X.webhooks]]
+    timers: waker.Waker | None = None  # parked runs' timers (workflow/park.py)
 
     def stop(self) -> None:
+        if self.timers is not None:
+            self.timers.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.webhooks is not None:
@@ -145,7 +149,10 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     webhook_delivery.bind(engine, settings)
     # The delivery workflows (intentd.workflow.deliver) the shim enqueues: git against an operator's
     # repository runs here, never in the shim.
-    DBOS.listen_queues([*queues, delivery.QUEUE, webhook_delivery.QUEUE])
+    # This worker's wake queue: its parked runs come back on it when woken (db/parked.py), so each
+    # goes on where its workspace is. Unbounded: the limits are on OpenCode calls and sandboxes.
+    wake_queue = parked.wake_queue(ident)
+    DBOS.listen_queues([*queues, delivery.QUEUE, webhook_delivery.QUEUE, wake_queue])
     DBOS.launch()
     DBOS.register_queue(
         delivery.QUEUE,
@@ -159,6 +166,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         polling_interval_sec=settings.queue_poll_seconds,
         on_conflict="always_update",
     )
+    DBOS.register_queue(wake_queue, polling_interval_sec=settings.queue_poll_seconds, on_conflict="always_update")
     for name in queues:
         concurrency = max(r.queue_worker_concurrency for r in recipes.values() if r.queue == name)
         DBOS.register_queue(
@@ -172,6 +180,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     members.start()
     sweeper = retention.Sweeper(engine, settings).start()
     hooks = webhook_dispatcher.Dispatcher(engine, settings, common_hooks, recipe_hooks).start()
+    timers = waker.Waker(engine, settings, ident).start()
     uptime = admin.Uptime()
 
     def snapshot(path: str) -> dict[str, Any] | None:
@@ -213,7 +222,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         settings.admin_port,
         settings.oc_mode,
     )
-    return Worker(settings, ident, engine, opencode, members, server, sweeper, hooks)
+    return Worker(settings, ident, engine, opencode, members, server, sweeper, hooks, timers)
 
 
 def _rss_kb() -> int:

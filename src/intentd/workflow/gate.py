@@ -4,7 +4,8 @@ quorum, deadline and reminder.
 Decisions arrive on the approval topic (the shim sends each in the transaction of its rows): an
 approval (one of a quorum), a rejection, a request for changes, or a cancel. The timers are durable:
 the deadline is fixed once, in a checkpointed transaction, when the run first reaches the gate; each
-wait is a DBOS.recv_async whose timeout DBOS records, and each reading of the clock is a checkpointed step,
+wait is a DBOS.recv_async whose timeout DBOS records (parked first, workflow/park.py, with the timer as
+its wake time), and each reading of the clock is a checkpointed step,
 so a replay (after a crash, on another worker) takes the same branches and still ends the run at the
 deadline. At the deadline the run is denied by default: it ends `expired`, never approved.
 """
@@ -21,7 +22,7 @@ from intentd import offload
 from intentd.domain import Gate, NextAction, Topic
 from intentd.errors import RunCanceled
 from intentd.recipes import ApprovalPolicy
-from intentd.workflow import faults, resources
+from intentd.workflow import faults, park, resources
 from intentd.workflow import projection as proj
 
 WAIT_SLICE_SECONDS = 3600.0
@@ -61,7 +62,7 @@ class ApprovalGate:
 
     async def decide(self, plan_hash: str, begin: tuple[str, int] | None = None) -> Outcome:
         """Wait at the gate until the plan is approved (by the quorum), rejected, sent back for changes,
-        or the deadline passes. The wait is a coroutine (DBOS.recv_async): a parked run holds no thread.
+        or the deadline passes. The run parks while it waits (workflow/park.py): it holds nothing in the worker.
         `begin` (step id, attempt): the step the approval that passes the gate begins (merged layout)."""
         seconds = self.policy.deadline_seconds
         if seconds is None:
@@ -70,7 +71,9 @@ class ApprovalGate:
             self.deadline = await offload.light(proj.wait_at_gate, self.run_id, seconds)
         faults.crash_point(resources.get().settings, f"wait:{Topic.approval}", self.run_id)
         while True:
-            message = await DBOS.recv_async(Topic.approval, timeout_seconds=self._next_timeout())
+            timeout = self._next_timeout()
+            wake_at = None if self.deadline is None else time.time() + timeout  # the timer that ends this wait
+            message = await park.recv(self.run_id, Topic.approval, timeout, wake_at=wake_at)
             if message is None:
                 if await self._timers_due():
                     return Outcome("expired")

@@ -3,8 +3,8 @@
 At the gate (workflow/gate.py) the plan is approved, rejected (the run ends `rejected`), sent back
 with feedback (compiled again), or left past its deadline (the run ends `expired`).
 
-One DBOS workflow per intent (workflow id = intent id), an `async def`: its waits are coroutines
-(`DBOS.recv_async`), so a parked run holds no thread; its steps and status writes run on threads
+One DBOS workflow per intent (workflow id = intent id), an `async def`: at a wait for a human it
+parks (workflow/park.py) and holds nothing in the worker until woken; its steps and status writes run on threads
 within the worker's limits (offload.py). Each step attempt is a DBOS step; each status change is a
 datasource transaction (projection). Step errors are split into retryable
 (the recipe's budget and backoff apply) and permanent. A run that fails waits, inside this same
@@ -32,7 +32,7 @@ from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, T
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
-from intentd.workflow import cancel, faults, layout, resources
+from intentd.workflow import cancel, faults, layout, park, resources
 from intentd.workflow import projection as proj
 from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
@@ -286,15 +286,15 @@ class _Run:
                     await DBOS.sleep_async(self.recipe.retry.backoff(n))
             status = RunStatus.retries_exceeded if last["retryable"] else RunStatus.failed
             await offload.light(proj.end, self.run_id, status, last["error"], NextAction.retry)
-            await _wait_for(Topic.retry)
+            await _wait_for(self.run_id, Topic.retry)
             await offload.light(proj.resume, self.run_id)
 
 
-async def _wait_for(topic: Topic) -> dict[str, Any]:
-    """Park until the shim sends on `topic`: a coroutine awaiting a notification, no thread."""
+async def _wait_for(run_id: str, topic: Topic) -> dict[str, Any]:
+    """Park until the shim sends on `topic` (workflow/park.py): nothing of the run stays in the worker."""
     faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
     while True:
-        message = await DBOS.recv_async(topic, timeout_seconds=WAIT_SLICE_SECONDS)
+        message = await park.recv(run_id, topic, WAIT_SLICE_SECONDS)
         if message is not None:
             if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
                 raise RunCanceled(f"run {DBOS.workflow_id} was canceled")
@@ -351,7 +351,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
         del compiled
         if questions:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
-            event = await _wait_for(Topic.input)
+            event = await _wait_for(run_id, Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
             answers = {**(answers or {}), **event["payload"]}
             continue

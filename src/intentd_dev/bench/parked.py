@@ -8,10 +8,11 @@ same probes on the loaded worker (time-to-gate ratio vs idle); then SIGTERM with
 (seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, the
 time until all succeed, and the probes once more on the idle worker. Writes bench/results/parked-<stamp>.json.
 
-The run is an async workflow: a parked run is a coroutine awaiting DBOS.recv_async, no thread. It
-still keeps its queue slot, so the shipped recipes set queue_worker_concurrency far above what can
-wait (100,000) and bound the expensive work per worker instead (intentd/offload.py); the bench uses
-the recipes as shipped unless --queue-concurrency says otherwise, and the JSON says what was used.
+A run at the gate parks (intentd/workflow/park.py): a row in app.parked, its workflow ENQUEUED on a
+queue no worker listens on, nothing in the worker. `--park-waits 0` measures the other mode, where
+it waits in the worker as a coroutine awaiting DBOS.recv_async (and keeps its queue slot, which is
+why the shipped recipes set queue_worker_concurrency far above what can wait). The JSON says how
+many runs were parked in the database, and how many PENDING workflows a restart had to recover.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import psycopg
 
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
+from intentd.db.parked import PARKING_LOT
 from intentd.recipes import load_recipes
 from intentd_dev.bench import database, drive, raw, report
 from intentd_dev.bench.stats import ratio, summarize
@@ -46,6 +48,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=10, help="runs timed to the gate, idle and loaded (default 10)")
     p.add_argument("--submitters", type=int, default=8, help="concurrent clients parking the runs")
     p.add_argument("--resume", action="store_true", help="after SIGTERM: restart, approve all, time to succeeded")
+    p.add_argument("--park-waits", type=int, choices=(0, 1), default=1, help="INTENTD_PARK_WAITS (default 1)")
     p.add_argument("--queue-concurrency", type=int, default=0, help="0 = the recipes' own (config/recipes.toml)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up parking or resuming after this long")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
@@ -95,6 +98,20 @@ def _statuses(url: str, run_ids: list[str]) -> dict[str, int]:
             "SELECT status, COUNT(*) FROM app.runs WHERE run_id = ANY(%s) GROUP BY status", (run_ids,)
         ).fetchall()
     return {str(s): int(n) for s, n in rows}
+
+
+def _where(url: str, executor_id: str) -> dict[str, int]:
+    """Where the waiting runs are: rows in app.parked, workflows in the parking lot, and this
+    executor's PENDING workflows (each a coroutine in the worker, and a replay at a restart)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM app.parked),"
+            " (SELECT count(*) FROM dbos.workflow_status WHERE status = 'ENQUEUED' AND queue_name = %s),"
+            " (SELECT count(*) FROM dbos.workflow_status WHERE status = 'PENDING' AND executor_id = %s)",
+            (PARKING_LOT, executor_id),
+        ).fetchone()
+    assert row is not None
+    return {"parked_rows": int(row[0]), "in_parking_lot": int(row[1]), "pending": int(row[2])}
 
 
 async def _start_run(http: httpx.AsyncClient, goal: str) -> str:
@@ -196,13 +213,14 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
         "INTENTD_RECIPES": str(database.recipes_file(settings, concurrency)),
         "OC_MODE": "mock",
         "LOG_LEVEL": "WARNING",
+        "INTENTD_PARK_WAITS": str(args.park_waits),
     }
     worker = stack.worker(settings, tag="-bparked", **extra)
     shim = stack.shim(settings, tag="-bparked", **extra)
     base_url = f"http://127.0.0.1:{settings.port}"
     admin = f"http://127.0.0.1:{settings.admin_port}/healthz"
     url = settings.database_url
-    result |= {"parked": n, "queue_worker_concurrency": concurrency}
+    result |= {"parked": n, "queue_worker_concurrency": concurrency, "park_waits": bool(args.park_waits)}
     result["pg_version"] = database.server_version(url)
     try:
         worker.start()
@@ -231,10 +249,15 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
             "time_to_gate_ms": {"idle": idle_s, "parked": loaded_s},
             "time_to_gate_ratio_p50": ratio(loaded_s["p50"], idle_s["p50"]),
         }
-        _log(f"N={n}: parked in {park_s:.0f} s; worker {after}; loaded time to gate {loaded_s} ms")
+        result["database"] = _where(url, extra["INTENTD_EXECUTOR_ID"])
+        _log(
+            f"N={n}: parked in {park_s:.0f} s; worker {after}; loaded time to gate {loaded_s} ms; {result['database']}"
+        )
         result["sigterm"] = _sigterm(worker)
         _log(f"N={n}: SIGTERM with {n} parked: {result['sigterm']}")
         if args.resume:
+            # What DBOS's startup recovery has to replay: the executor's PENDING workflows.
+            result["pending_at_restart"] = _where(url, extra["INTENTD_EXECUTOR_ID"])["pending"]
             t0 = time.monotonic()
             worker.start()
             stack.wait_http(admin, timeout=300, proc=worker)

@@ -1,0 +1,71 @@
+"""Waiting for a human without holding anything: a run parks instead of awaiting in the worker.
+
+At a wait (the questions, the approval gate, an operator retry) the run first looks, in one
+transaction under its row's lock, for what would end the wait. If nothing is there it parks
+(db/parked.py: a row in `app.parked`, the DBOS workflow left PENDING) and this execution ends by
+raising `Parked` out of the workflow: DBOS records no outcome for a BaseException, so the workflow
+stays PENDING with no coroutine, no thread and no memory behind it in any worker. The message that
+ends the wait wakes it (the shim, in its send's transaction; a timer by the worker's waker,
+worker/waker.py): DBOS dequeues it again, the workflow replays its checkpoints (no step body runs
+again) up to the wait, and the wait now reads the message.
+
+Parking leaves no trace in DBOS's operation log: the decision is taken before the wait's DBOS.recv,
+so a replay reaches the same recv at the same operation id. A replay of a wait that already
+returned (operations after it are recorded) never parks: its recorded answer is read.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOS
+from dbos._context import get_local_dbos_context  # pinned dbos: tests/unit/test_dbos_internals.py
+from dbos._utils import GlobalParams
+
+from intentd import offload
+from intentd.db import parked
+from intentd.workflow import resources
+
+# A wait whose timer is nearer than this waits in memory: parking and waking would cost more.
+MIN_PARK_SECONDS = 5.0
+
+
+class Parked(BaseException):  # not an error: the execution's way out at a wait
+    """Ends the workflow's execution without an outcome (DBOS persists only Exceptions' outcomes)."""
+
+
+def _park(run_id: str, workflow_id: str, topic: str, function_id: int, owner: str, wake_at: float | None) -> str:
+    res = resources.get()
+    at = None if wake_at is None else datetime.fromtimestamp(wake_at, UTC)
+    with res.engine.begin() as conn:
+        return parked.park(
+            conn,
+            res.settings.dbos_system_schema,
+            run_id=run_id,
+            workflow_id=workflow_id,
+            topic=topic,
+            function_id=function_id,
+            owner_xid=owner,
+            executor_id=GlobalParams.executor_id,  # the executor DBOS wrote on the workflow's row
+            wake_at=at,
+        )
+
+
+async def recv(run_id: str, topic: str, timeout_seconds: float, *, wake_at: float | None = None) -> Any:
+    """DBOS.recv_async(topic, timeout_seconds), parked first while nothing is there to read.
+
+    `wake_at` (epoch seconds): when the wait must end without a message (a timer); None for a wait
+    only a message ends. A timer nearer than MIN_PARK_SECONDS, or parking switched off
+    (INTENTD_PARK_WAITS=0), waits in memory as DBOS.recv_async does."""
+    ctx = get_local_dbos_context()
+    settings = resources.get().settings
+    if settings.park_waits and ctx is not None and ctx.owner_xid is not None and ctx.workflow_id:
+        near = wake_at is not None and wake_at - datetime.now(UTC).timestamp() < MIN_PARK_SECONDS
+        if not near:
+            outcome = await offload.light(
+                _park, run_id, ctx.workflow_id, topic, ctx.function_id, ctx.owner_xid, wake_at
+            )
+            if outcome in ("parked", "stale"):
+                raise Parked(f"run {run_id} {outcome} at {topic}")
+    return await DBOS.recv_async(topic, timeout_seconds=timeout_seconds)
