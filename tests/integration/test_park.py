@@ -183,7 +183,7 @@ def test_a_wake_happens_once_and_a_sweep_catches_a_send_without_one(
             assert sweep.wake(messages=True) == [intent_id]
         wait_status(api, run_id, "succeeded")
         with engine.begin() as conn:  # woken already: a second wake finds nothing
-            assert parked.wake(conn, settings.dbos_system_schema, intent_id) is False
+            assert parked.wake(conn, settings.dbos_system_schema, intent_id, 15.0) is False
     finally:
         engine.dispose()
 
@@ -217,6 +217,9 @@ def test_a_message_already_there_is_read_without_parking(api: TestClient, worker
             }
             assert parked.park(conn, "dbos", function_id=fid - 1, **kwargs) == "replay"
             assert parked.park(conn, "dbos", function_id=fid, **{**kwargs, "owner_xid": "x"}) == "stale"
+            soon = conn.exec_driver_sql("SELECT clock_timestamp() + interval '2 s'").scalar_one()
+            near = {**kwargs, "wake_at": soon, "min_seconds": 5.0}
+            assert parked.park(conn, "dbos", function_id=fid, **near) == "near"  # by the database's clock
             conn.exec_driver_sql(
                 "INSERT INTO dbos.notifications (destination_uuid, topic, message) VALUES (%s, 'approval', 'null')",
                 (intent_id,),
@@ -238,20 +241,59 @@ def test_a_message_already_there_is_read_without_parking(api: TestClient, worker
     wait_status(api, run_id, "succeeded")
 
 
-def test_a_wake_for_a_worker_taken_over_goes_to_its_taker(api: TestClient, worker: Any, settings: Settings) -> None:
-    """A run parked by a worker that died and was taken over: the approval wakes it onto the
-    taker's wake queue (here, this worker's), where it goes on; nobody listens on the dead one's."""
+def test_a_wake_for_a_worker_not_alive_goes_to_a_live_one(api: TestClient, worker: Any, settings: Settings) -> None:
+    """A run parked by a worker that stopped for good: the approval wakes it onto the wake queue of a
+    live worker of its version (here, this one), where it goes on; nobody listens on the other's."""
     intent_id, run_id = start_run(api, "demo parked by the dead")
     wait_status(api, run_id, "waiting_input")
     _wait_parked(settings, intent_id)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO app.workers (executor_id, app_version, pid, host, state, taken_over_by)"
-            " VALUES ('it-dead', 'it', 1, 'gone', 'taken_over', 'it-park')"
+            "INSERT INTO app.workers (executor_id, app_version, pid, host, state)"
+            " VALUES ('it-gone', 'it', 1, 'gone', 'stopped')"
         )
-        conn.execute("UPDATE app.parked SET executor_id = 'it-dead' WHERE workflow_id = %s", (intent_id,))
+        conn.execute("UPDATE app.parked SET executor_id = 'it-gone' WHERE workflow_id = %s", (intent_id,))
     assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
     wait_status(api, run_id, "succeeded")
     assert _one(settings, "SELECT queue_name FROM dbos.workflow_status WHERE workflow_uuid = %s", intent_id) == (
         parked.wake_queue("it-park")
     )
+
+
+def test_the_timer_of_a_run_whose_worker_is_gone_still_fires(api: TestClient, worker: Any, settings: Settings) -> None:
+    """Its deadline is fired by this worker's waker (a live worker fires the timers of the dead)."""
+    intent_id, run_id = start_run(api, "demo timed orphan", recipeName="timed")
+    wait_status(api, run_id, "waiting_input")
+    _wait_parked(settings, intent_id)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO app.workers (executor_id, app_version, pid, host, state, heartbeat_at)"
+            " VALUES ('it-lost', 'it', 1, 'gone', 'live', now() - interval '1 hour')"
+        )
+        conn.execute("UPDATE app.parked SET executor_id = 'it-lost' WHERE workflow_id = %s", (intent_id,))
+    assert wait_status(api, run_id, "expired", timeout=30)["status"] == "expired"
+
+
+def test_a_database_error_while_parking_is_retried(
+    api: TestClient, worker: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A park that cannot commit (a PostgreSQL restart, a dropped connection) is tried again: the
+    run parks, and does not end in DBOS ERROR."""
+    import sqlalchemy as sa
+
+    real, failures = parked.park, []
+
+    def flaky(*args: Any, **kwargs: Any) -> str:
+        if len(failures) < 2:
+            failures.append(1)
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parked, "park", flaky)
+    intent_id, run_id = start_run(api, "demo park through an outage")
+    wait_status(api, run_id, "waiting_input")
+    _wait_parked(settings, intent_id)
+    assert len(failures) == 2
+    monkeypatch.setattr(parked, "park", real)
+    assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
+    assert wait_status(api, run_id, "succeeded")["status"] == "succeeded"

@@ -95,6 +95,10 @@ def test_one_run_is_one_trace_from_request_to_sandbox(traced: TestClient, spans:
         assert (workflow.attributes or {})["operationUUID"] == done["workflowId"]
         assert workflow.parent is not None and workflow.parent.span_id == enqueue.context.span_id
 
+    # The first execution ended by parking: DBOS marks it an error, the attribute says it parked.
+    assert (workflows[0].attributes or {}).get("intentd.parked") == "parked at approval"
+    assert "intentd.parked" not in (workflows[1].attributes or {})
+
     # A step whose body ran carries intentd's attributes; the second execution's replay of the
     # checkpointed CompileST is a DBOS span without them (its body did not run again).
     def ran(w: ReadableSpan) -> list[ReadableSpan]:

@@ -77,7 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = DBOSClient(system_database_engine=engine, dbos_system_schema=settings.dbos_system_schema, lazy=True)
         app.state.engine = engine
         app.state.handoff = Handoff(
-            engine, client, settings.app_version, load_recipes(settings.recipes_file), settings.dbos_system_schema
+            engine,
+            client,
+            settings.app_version,
+            load_recipes(settings.recipes_file),
+            settings.dbos_system_schema,
+            settings.takeover_seconds,
         )
         app.state.read_pool = reads.open_pool(settings)
         await app.state.read_pool.open(wait=False)

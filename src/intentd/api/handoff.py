@@ -43,18 +43,20 @@ class Handoff:
         app_version: str,
         recipes: dict[str, Recipe],
         dbos_schema: str = "dbos",
+        takeover_seconds: float = 15.0,
     ):
         self.engine = engine
         self.client = client
         self.app_version = app_version
         self.recipes = recipes
         self.dbos_schema = dbos_schema
+        self.takeover_seconds = takeover_seconds  # a worker beating less recently is not woken onto
 
     def _send(self, conn: sa.Connection, run: dict[str, Any], message: dict[str, Any], topic: Topic) -> None:
         """DBOS's send, and the wake of the run if it is parked (db/parked.py), in the caller's
         transaction, which holds the run's row: the run is parked now, or will see the message."""
         self.client.send_in_transaction(conn, run["workflow_id"], message, topic)
-        parked.wake(conn, self.dbos_schema, run["workflow_id"])
+        parked.wake(conn, self.dbos_schema, run["workflow_id"], self.takeover_seconds)
 
     # POST /intents/{id}/run --------------------------------------------------------------------
 

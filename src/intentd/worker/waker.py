@@ -1,8 +1,9 @@
-"""The worker's waker: wakes this worker's parked runs whose timer is due (db/parked.py).
+"""The worker's waker: wakes the parked runs whose timer is due (db/parked.py).
 
 A parked run holds nothing in the worker (workflow/park.py); a message wakes it in the shim's
 transaction, but a timer (the gate's reminder, its deadline) has nobody to send it. This thread
-does, every INTENTD_WAKE_POLL_SECONDS: one statement wakes every due run of this executor. Every
+does, every INTENTD_WAKE_POLL_SECONDS: one statement wakes every due run of this executor, and of
+every executor that is not alive (a worker stopped or dead for good fires no timer). Every
 `MESSAGE_SWEEP_EVERY` polls it also wakes runs a message waits for: a safety net only (a send that
 bypassed the shim's wake, e.g. one by an older shim during an upgrade).
 """
@@ -43,7 +44,13 @@ class Waker:
 
     def wake(self, *, messages: bool) -> list[str]:
         with self.engine.begin() as conn:
-            woken = parked.wake_due(conn, self.settings.dbos_system_schema, self.executor_id, messages=messages)
+            woken = parked.wake_due(
+                conn,
+                self.settings.dbos_system_schema,
+                self.executor_id,
+                self.settings.takeover_seconds,
+                messages=messages,
+            )
         if woken:
             self.woken += len(woken)
             metrics.WAKES.inc(len(woken))

@@ -16,16 +16,22 @@ returned (operations after it are recorded) never parks: its recorded answer is 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from dbos import DBOS
-from dbos._context import get_local_dbos_context  # pinned dbos: tests/unit/test_dbos_internals.py
+from dbos._context import get_local_dbos_context  # pinned: tests/unit/test_dbos_park_internals.py
 from dbos._utils import GlobalParams
+from opentelemetry import trace
 
 from intentd import offload
 from intentd.db import parked
 from intentd.workflow import resources
+
+log = logging.getLogger("intentd.workflow")
 
 # A wait whose timer is nearer than this waits in memory: parking and waking would cost more.
 MIN_PARK_SECONDS = 5.0
@@ -49,23 +55,43 @@ def _park(run_id: str, workflow_id: str, topic: str, function_id: int, owner: st
             owner_xid=owner,
             executor_id=GlobalParams.executor_id,  # the executor DBOS wrote on the workflow's row
             wake_at=at,
+            min_seconds=MIN_PARK_SECONDS,
         )
+
+
+async def _try_park(
+    run_id: str, workflow_id: str, topic: str, function_id: int, owner: str, wake_at: float | None
+) -> str:
+    """_park, again after a database error (a restart, a dropped connection, no pooled connection in
+    time) until it answers: a run must not end in DBOS ERROR because a park could not commit. Safe to
+    repeat: a park that did commit before its connection dropped finds the workflow moved (stale)."""
+    delay = 0.1
+    while True:
+        try:
+            return await offload.light(_park, run_id, workflow_id, topic, function_id, owner, wake_at)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            log.warning(
+                "run %s: parking at %s failed (%s); retrying in %.1f s", run_id, topic, type(exc).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def recv(run_id: str, topic: str, timeout_seconds: float, *, wake_at: float | None = None) -> Any:
     """DBOS.recv_async(topic, timeout_seconds), parked first while nothing is there to read.
 
     `wake_at` (epoch seconds): when the wait must end without a message (a timer); None for a wait
-    only a message ends. A timer nearer than MIN_PARK_SECONDS, or parking switched off
+    only a message ends. A timer nearer than MIN_PARK_SECONDS (checked here on the worker's clock,
+    then in the park on the database's, the clock the waker fires on), or parking switched off
     (INTENTD_PARK_WAITS=0), waits in memory as DBOS.recv_async does."""
     ctx = get_local_dbos_context()
     settings = resources.get().settings
     if settings.park_waits and ctx is not None and ctx.owner_xid is not None and ctx.workflow_id:
         near = wake_at is not None and wake_at - datetime.now(UTC).timestamp() < MIN_PARK_SECONDS
         if not near:
-            outcome = await offload.light(
-                _park, run_id, ctx.workflow_id, topic, ctx.function_id, ctx.owner_xid, wake_at
-            )
+            outcome = await _try_park(run_id, ctx.workflow_id, topic, ctx.function_id, ctx.owner_xid, wake_at)
             if outcome in ("parked", "stale"):
+                # DBOS ends the workflow's span with this as an error status: the attribute says why.
+                trace.get_current_span().set_attribute("intentd.parked", f"{outcome} at {topic}")
                 raise Parked(f"run {run_id} {outcome} at {topic}")
     return await DBOS.recv_async(topic, timeout_seconds=timeout_seconds)
