@@ -75,6 +75,32 @@ def db(db_settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]
         yield conn
 
 
+_SETTLED_SQL = (
+    "SELECT r.next_action IS NULL"
+    " OR EXISTS (SELECT 1 FROM app.parked p WHERE p.workflow_id = r.workflow_id)"
+    " OR (SELECT o.function_name FROM dbos.operation_outputs o WHERE o.workflow_uuid = r.workflow_id"
+    " ORDER BY o.function_id DESC LIMIT 1) = 'DBOS.sleep'"
+    " FROM app.runs r WHERE r.run_id = %s OR r.workflow_id = %s"
+)
+
+
+def wait_settled(conninfo: str, run_id: str, timeout: float = 15.0) -> None:
+    """A run that shows a wait for a human (nextAction) has written that status and then parks
+    (workflow/park.py) or begins waiting in the worker (its DBOS.recv records its timeout as a
+    DBOS.sleep): until it did, the worker still writes. Tests that compare the database before and
+    after a request wait for this first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            row = conn.execute(_SETTLED_SQL, (run_id, run_id)).fetchone()
+            if row is None or row[0]:
+                return
+            assert time.monotonic() < deadline, f"run {run_id} neither parked nor waiting after {timeout} s"
+            time.sleep(0.02)
+
+
 def row_counts(conninfo: str) -> dict[str, str]:
     """Row count and content digest of every app table and of DBOS's workflow and notification tables:
     equal before and after a request means it wrote nothing (no insert, update or delete)."""

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from intentd import stack
 from intentd.config import Settings
+from intentd.db.parked import PARKING_LOT
 from intentd.oc import daemon
-from tests.conftest import make_database
+from tests.conftest import make_database, wait_settled
 from tests.integration.oc_helpers import model_log, model_log_mark, start_live_daemon, stop_live_daemon
 from tests.live.wire_proxy import WireProxy
 
@@ -87,10 +89,29 @@ class Stack:
                 raise AssertionError(f"run {run_id} stuck: {run['status']} {run.get('nextAction')} {run.get('error')}")
             time.sleep(0.05)
             run = self.get(run_id)
+        if run.get("nextAction") is not None:  # shown waiting: the worker parks it right after
+            wait_settled(self.settings.database_url, run_id)
         return run
 
     def wait_status(self, run_id: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait(run_id, lambda r: r["status"] == status, timeout)
+
+    def wait_parked(self, run_id: str, timeout: float = 30.0) -> None:
+        """Until the run is parked (workflow/park.py): its row in app.parked, its workflow in the lot.
+        A run writes its waiting status first, and parks right after."""
+        deadline = time.monotonic() + timeout
+        query = (
+            "SELECT w.status, w.queue_name, p.workflow_id IS NOT NULL FROM app.runs r"
+            " JOIN dbos.workflow_status w ON w.workflow_uuid = r.workflow_id"
+            " LEFT JOIN app.parked p ON p.workflow_id = r.workflow_id WHERE r.run_id = %s"
+        )
+        while True:
+            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                found = conn.execute(query, (run_id,)).fetchone()
+            if found == ("ENQUEUED", PARKING_LOT, True):
+                return
+            assert time.monotonic() < deadline, f"run {run_id} did not park: {found}"
+            time.sleep(0.05)
 
 
 def start_stack(

@@ -24,7 +24,6 @@ import psycopg
 import pytest
 
 from intentd.config import Settings
-from intentd.db.parked import PARKING_LOT
 from tests.conftest import row_counts
 from tests.e2e.conftest import Stack, start_stack
 
@@ -264,11 +263,7 @@ def test_cancel_a_failed_run_waiting_for_retry_frees_it(mock: Stack) -> None:
     assert mock.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
     failed = mock.wait(run_id, lambda r: r["nextAction"] == "retry", timeout=90)
     assert failed["status"] in ("failed", "retries_exceeded")
-    # Parked while it waits for the operator (workflow/park.py): in the lot, no slot of its queue held.
-    deadline = time.monotonic() + 30
-    while _workflow(mock, run_id) != ("ENQUEUED", PARKING_LOT):
-        assert time.monotonic() < deadline, _workflow(mock, run_id)
-        time.sleep(0.05)
+    mock.wait_parked(run_id)  # parked while it waits for the operator: no slot of its queue held
     assert _cancel(mock, run_id, {"reason": "give up"}).status_code == 202
     _assert_canceled(mock, run_id)
     late = mock.http.post(f"/runs/{run_id}/retry")

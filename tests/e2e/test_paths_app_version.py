@@ -1,6 +1,7 @@
 """Path: a run recorded by another application version's workflow code (a different step sequence).
 
-DBOS refuses to replay it (`DBOSUnexpectedStepError`: a recorded step has another name). The run must
+DBOS refuses to replay it (`DBOSUnexpectedStepError`: a recorded step has another name) when the run
+is recovered, or (here) woken from its parking by the approval and replayed up to the gate. The run must
 be reported — the oracle of dead workflows flags it and `GET /runs/{id}` still answers — never a 500,
 never a run that looks healthy while nothing will move it again.
 """
@@ -47,7 +48,10 @@ def test_run_recorded_with_another_step_sequence_is_flagged_not_silent_on_recove
     assert renamed == 1
 
     mock.worker.popen = None
-    mock.worker.start()  # same executor id and version: DBOS recovers the run and replays it
+    mock.worker.start()  # same executor id and version
+    # The run is parked: its approval wakes it, and it replays its recorded steps.
+    mock.wait_parked(run_id)
+    assert mock.http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "qa"}).status_code == 202
     deadline = time.monotonic() + 60
     found: list[tuple[object, ...]] = []
     while time.monotonic() < deadline and not found:

@@ -41,6 +41,7 @@ def test_policy_rejected_run_fails_and_retry_from_failed_reruns_decide_on_the_sa
     assert retried.json()["fromStep"] == "DecideST" and retried.json()["retryCount"] == 1
     again = mock.wait(run_id, lambda r: r["status"] == "failed" and r["retryCount"] == 1)
     assert again["error"]["code"] == "policy_rejected"
+    mock.wait_parked(run_id)  # waiting for the next retry, parked
 
     with psycopg.connect(mock.settings.database_url, autocommit=True) as conn:
         decide = conn.execute(
@@ -64,4 +65,4 @@ def test_policy_rejected_run_fails_and_retry_from_failed_reruns_decide_on_the_sa
     assert decide == [(1, "failed", "policy_rejected"), (2, "failed", "policy_rejected")]
     assert dict(others) == {"ApplyPatchST": 1, "CompileST": 1, "DecideST": 2}  # the patch is not redone
     assert side_effects == (0, 0)  # nothing rejected ever ran
-    assert workflows == (1, "PENDING")  # the same workflow, waiting for the next retry
+    assert workflows == (1, "ENQUEUED")  # the same workflow, parked until the next retry

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from intentd.config import Settings
+from tests.conftest import wait_settled
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,10 @@ def wait_for(
 
 
 def wait_status(api: TestClient, run_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
-    return wait_for(lambda: api.get(f"/runs/{run_id}").json(), lambda r: r["status"] == status, timeout)
+    run = wait_for(lambda: api.get(f"/runs/{run_id}").json(), lambda r: r["status"] == status, timeout)
+    if run.get("nextAction") is not None:  # shown waiting: the worker parks it right after
+        wait_settled(api.app.state.settings.database_url, run_id)  # type: ignore[attr-defined]
+    return run
 
 
 def start_run(api: TestClient, goal: str = "demo c5", **run_body: Any) -> tuple[str, str]:

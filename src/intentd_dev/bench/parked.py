@@ -5,8 +5,9 @@ runs one after another, each timed from its POST /intents/{id}/run to nextAction
 the idle worker (then rejected, so they hold nothing); the worker's threads and RSS; N runs parked
 at the gate (submitted, compiled, left waiting); threads and RSS again (growth per parked run); the
 same probes on the loaded worker (time-to-gate ratio vs idle); then SIGTERM with the N runs parked
-(seconds to exit, exit code); and with `--resume`, a restart, every parked run approved, the
-time until all succeed, and the probes once more on the idle worker. Writes bench/results/parked-<stamp>.json.
+(seconds to exit, exit code); and with `--resume`, a restart, every parked run approved (or
+rejected: `--resume-with reject`), the time until every workflow ended, and the probes once more on
+the idle worker. Writes bench/results/parked-<stamp>.json.
 
 A run at the gate parks (intentd/workflow/park.py): a row in app.parked, its workflow ENQUEUED on a
 queue no worker listens on, nothing in the worker. `--park-waits 0` measures the other mode, where
@@ -47,7 +48,14 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--parked", required=True, help="runs to park, comma-separated: one fresh worker per count")
     p.add_argument("--probes", type=int, default=10, help="runs timed to the gate, idle and loaded (default 10)")
     p.add_argument("--submitters", type=int, default=8, help="concurrent clients parking the runs")
-    p.add_argument("--resume", action="store_true", help="after SIGTERM: restart, approve all, time to succeeded")
+    p.add_argument("--resume", action="store_true", help="after SIGTERM: restart, decide all, time until all ended")
+    p.add_argument(
+        "--resume-with",
+        choices=("approve", "reject"),
+        default="approve",
+        help="the decision --resume sends each parked run: approve (each then runs its sandbox: about 1 run/s"
+        " here) or reject (each wakes, replays to the gate, reads it and ends: the resume itself)",
+    )
     p.add_argument("--park-waits", type=int, choices=(0, 1), default=1, help="INTENTD_PARK_WAITS (default 1)")
     p.add_argument("--queue-concurrency", type=int, default=0, help="0 = the recipes' own (config/recipes.toml)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up parking or resuming after this long")
@@ -180,19 +188,39 @@ def _sigterm(worker: stack.Proc) -> dict[str, Any]:
     return {"seconds": round(time.monotonic() - t0, 3), "exit_code": code, "exited": code is not None}
 
 
-async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float) -> float:
+def _workflows_done(url: str, run_ids: list[str]) -> int:
+    """Runs whose DBOS workflow finished (SUCCESS): each was woken, replayed and returned."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM app.runs r JOIN dbos.workflow_status w ON w.workflow_uuid = r.workflow_id"
+            " WHERE r.run_id = ANY(%s) AND w.status = 'SUCCESS'",
+            (run_ids,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float, decision: str) -> float:
     t0 = time.monotonic()
     sem = asyncio.Semaphore(8)
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT run_id, plan_hash FROM app.runs WHERE run_id = ANY(%s)", (run_ids,)).fetchall()
+    hashes = {str(r[0]): str(r[1]) for r in rows}
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
 
-        async def approve(run_id: str) -> None:
+        async def decide(run_id: str) -> None:
             async with sem:
-                (await http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "bench"})).raise_for_status()
+                if decision == "approve":
+                    res = await http.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "bench"})
+                else:
+                    body = {"reason": "bench resume", "planHash": hashes[run_id]}
+                    res = await http.post(f"/runs/{run_id}/reject-plan", json=body)
+                res.raise_for_status()
 
-        await asyncio.gather(*(approve(r) for r in run_ids))
-    while (done := _statuses(url, run_ids).get("succeeded", 0)) < len(run_ids):
+        await asyncio.gather(*(decide(r) for r in run_ids))
+    _log(f"{len(run_ids)} runs {decision}d in {time.monotonic() - t0:.0f} s; waiting for their workflows to end")
+    while (done := _workflows_done(url, run_ids)) < len(run_ids):
         if time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"only {done}/{len(run_ids)} succeeded {timeout:g} s after the restart")
+            raise RuntimeError(f"only {done}/{len(run_ids)} workflows ended {timeout:g} s after the restart")
         await asyncio.sleep(1.0)
     return time.monotonic() - t0
 
@@ -262,13 +290,15 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
             worker.start()
             stack.wait_http(admin, timeout=300, proc=worker)
             result["restart_seconds"] = round(time.monotonic() - t0, 1)
-            result["resume_all_succeeded_seconds"] = None  # until all succeeded
+            result["resume_with"] = args.resume_with
+            result["resume_all_succeeded_seconds"] = None  # until every workflow ended (SUCCESS)
             try:
                 result["resume_all_succeeded_seconds"] = round(
-                    asyncio.run(_resume(base_url, url, run_ids, args.timeout)), 1
+                    asyncio.run(_resume(base_url, url, run_ids, args.timeout, args.resume_with)), 1
                 )
             finally:
                 result["statuses_after_resume"] = _statuses(url, run_ids)
+                result["workflows_ended_after_resume"] = _workflows_done(url, run_ids)
                 result["resume_elapsed_seconds"] = round(time.monotonic() - t0, 1)
             _log(f"N={n}: resumed: {result['statuses_after_resume']} in {result['resume_all_succeeded_seconds']} s")
             # The same worker idle again: a second idle figure, taken after the parked phase, since
