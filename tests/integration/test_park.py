@@ -32,6 +32,18 @@ backoff_max_seconds = 5.0
 
 [recipes.timed.approval]
 deadline = "7s"
+
+[recipes.one-slot]
+queue = "one-slot"
+queue_worker_concurrency = 1
+caps = { concurrency = 8, steps = 4, sandboxMinutes = 10, sandboxDiskMb = 1024 }
+defaults = { concurrency = 1, steps = 4, sandboxMinutes = 1, sandboxDiskMb = 256 }
+execute_retry_on = ["exit", "timeout"]
+
+[recipes.one-slot.retry]
+max_attempts = 3
+backoff_seconds = 0.2
+backoff_max_seconds = 5.0
 """
 
 
@@ -297,3 +309,17 @@ def test_a_database_error_while_parking_is_retried(
     monkeypatch.setattr(parked, "park", real)
     assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
     assert wait_status(api, run_id, "succeeded")["status"] == "succeeded"
+
+
+def test_parked_runs_hold_no_slot_of_their_queue(api: TestClient, worker: Any, settings: Settings) -> None:
+    """A queue that admits one run at a time per worker: three runs all reach the gate one after
+    another, because each parked run gives its slot back (waiting in the worker, the first would
+    hold it until a human decides, and the others would never start)."""
+    started = [start_run(api, f"demo one slot {i}", recipeName="one-slot") for i in range(3)]
+    for intent_id, run_id in started:
+        assert wait_status(api, run_id, "waiting_input", timeout=60)["nextAction"] == "approve_plan"
+        _wait_parked(settings, intent_id)
+    for _, run_id in started:
+        assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
+    for _, run_id in started:
+        wait_status(api, run_id, "succeeded", timeout=60)

@@ -150,7 +150,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     # The delivery workflows (intentd.workflow.deliver) the shim enqueues: git against an operator's
     # repository runs here, never in the shim.
     # This worker's wake queue: its parked runs come back on it when woken (db/parked.py), so each
-    # goes on where its workspace is. Unbounded: the limits are on OpenCode calls and sandboxes.
+    # goes on where its workspace is. Admitted as the recipes' queues admit (their largest limit).
     wake_queue = parked.wake_queue(ident)
     DBOS.listen_queues([*queues, delivery.QUEUE, webhook_delivery.QUEUE, wake_queue])
     DBOS.launch()
@@ -166,7 +166,12 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
         polling_interval_sec=settings.queue_poll_seconds,
         on_conflict="always_update",
     )
-    DBOS.register_queue(wake_queue, polling_interval_sec=settings.queue_poll_seconds, on_conflict="always_update")
+    DBOS.register_queue(
+        wake_queue,
+        worker_concurrency=max(r.queue_worker_concurrency for r in recipes.values()),
+        polling_interval_sec=settings.queue_poll_seconds,
+        on_conflict="always_update",
+    )
     for name in queues:
         concurrency = max(r.queue_worker_concurrency for r in recipes.values() if r.queue == name)
         DBOS.register_queue(

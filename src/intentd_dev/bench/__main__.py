@@ -72,10 +72,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--queue-concurrency",
         type=int,
         default=32,
-        help="every recipe's queue_worker_concurrency in the bench, pipeline and raw DBOS alike (default 32:"
-        " config/recipes.toml allows 1000 so that runs waiting for a human cannot starve the queue, and a"
-        " burst at 1000 puts every run in flight at once, which measures thread contention, not a"
-        " steady state; 0 = the recipes' own value)",
+        help="every recipe's queue_worker_concurrency in the bench, pipeline and raw DBOS alike (default 32,"
+        " as the figures in README were measured; config/recipes.toml admits 64; 0 = the recipes' own value)",
     )
     p.add_argument("--profile", action="store_true", help="py-spy (--gil) on the workers during the bursts")
     p.add_argument("--port", type=int, default=3021, help="the shim's port")

@@ -11,8 +11,8 @@ the idle worker. Writes bench/results/parked-<stamp>.json.
 
 A run at the gate parks (intentd/workflow/park.py): a row in app.parked, its workflow ENQUEUED on a
 queue no worker listens on, nothing in the worker. `--park-waits 0` measures the other mode, where
-it waits in the worker as a coroutine awaiting DBOS.recv_async (and keeps its queue slot, which is
-why the shipped recipes set queue_worker_concurrency far above what can wait). The JSON says how
+it waits in the worker as a coroutine awaiting DBOS.recv_async and keeps its queue slot: give it
+`--queue-concurrency 100000` (above what can wait). The JSON says how
 many runs were parked in the database, and how many PENDING workflows a restart had to recover.
 """
 
