@@ -75,7 +75,15 @@ def curve(args: argparse.Namespace, settings: Settings, base_url: str, done: int
         n = min(args.runs, args.memory_runs - done)
         more = asyncio.run(
             drive.pipeline(
-                "memory", base_url, settings.database_url, n, concurrency=args.submitters, timeout=args.timeout
+                "memory",
+                base_url,
+                settings.database_url,
+                n,
+                concurrency=args.submitters,
+                timeout=args.timeout,
+                # A new file name per run, as in production: the default goal repeated the burst's
+                # 500 names, which hid the worker's per-name caches (issue 12: fnmatch's, in DecideST).
+                goal=f"bench change {done}",
             )
         )
         await_completed(settings, more.workflow_ids)
