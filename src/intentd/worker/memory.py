@@ -47,7 +47,6 @@ def _snapshot() -> tracemalloc.Snapshot:
 def report(path: str, top: int = 25) -> dict[str, Any] | None:
     """The admin endpoint's answer for /debug/memory[/baseline], or None for other paths."""
     global _baseline
-
     if path == "/debug/memory/process":
         return heap.process()
     if path in ("/debug/memory/objects", "/debug/memory/objects/baseline", "/debug/memory/tasks"):
