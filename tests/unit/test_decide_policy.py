@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import fnmatch
+import uuid
+
 import pytest
 
-from intentd.workflow.steps.decide import decide
+from intentd.workflow.steps.decide import decide, path_matches
 
 PLAN = {"summary": "s", "steps": [], "files": ["docs/a.md"], "acceptance": ["true"], "questions": []}
 
@@ -53,3 +56,34 @@ def test_names_that_only_resemble_agent_config_are_judged_as_usual() -> None:
     files = ["docs/gitignore.md", "opencode.md", ".github/workflows/ci.yml"]
     verdict = decide(PLAN, {"files": files, "diffBytes": 10}, {"paths": ["*", "**", "*/*/*"]})
     assert verdict["decision"] == "execute", verdict
+
+
+@pytest.mark.parametrize(
+    ("path", "pattern"),
+    [
+        ("docs/a.md", "docs/a.md"),
+        ("docs/a.md", "docs/b.md"),
+        ("docs/a.md", "docs/*"),
+        ("docs/sub/a.md", "docs/*"),
+        ("docs/a.md", "docs/?.md"),
+        ("docs/a.md", "docs/[ab].md"),
+        ("docs/c.md", "docs/[!ab].md"),
+        ("docs/[x].md", "docs/[x].md"),
+        ("a.MD", "a.md"),
+        ("x", "**"),
+    ],
+)
+def test_path_matches_agrees_with_fnmatchcase(path: str, pattern: str) -> None:
+    assert path_matches(path, pattern) == fnmatch.fnmatchcase(path, pattern)
+
+
+def test_a_new_file_name_per_run_leaves_no_compiled_pattern_behind() -> None:
+    # The allowed paths default to the plan's files: fnmatch kept each name's compiled regex in an
+    # lru_cache of 32,768 entries (about 1 kB of worker RSS per run, issue 12).
+    before = fnmatch._compile_pattern.cache_info().currsize  # type: ignore[attr-defined]
+    tag = uuid.uuid4().hex
+    for i in range(300):
+        name = f"docs/{tag}-{i}.md"
+        plan = {**PLAN, "files": [name]}
+        assert decide(plan, {"files": [name], "diffBytes": 1}, {})["decision"] == "execute"
+    assert fnmatch._compile_pattern.cache_info().currsize - before <= 1  # type: ignore[attr-defined]

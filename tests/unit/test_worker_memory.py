@@ -59,3 +59,18 @@ def test_without_a_baseline_it_lists_the_largest_sites(tracing: None) -> None:
     assert body is not None and "growth" not in body
     assert any(any("test_worker_memory.py" in line for line in s["traceback"]) for s in body["top"])
     assert len(hoard) == 1000
+
+
+def test_process_counters_need_no_flag_and_show_the_layer_that_holds_memory() -> None:
+    # /debug/memory/process (worker/heap.py): glibc's in-use total for blocks over pymalloc's 512
+    # bytes, Python's allocated blocks for small objects; the bench's memory curve records both.
+    before = memory.report("/debug/memory/process")
+    assert before is not None and before["malloc"] is not None, "glibc >= 2.33 has mallinfo2"
+    assert before["smapsKb"]["Anonymous"] > 0
+    held = [bytes(4096) for _ in range(2000)]  # 8 MB through malloc
+    small = [object() for _ in range(20_000)]  # through pymalloc
+    after = memory.report("/debug/memory/process")
+    assert after is not None
+    assert after["malloc"]["inUseKb"] - before["malloc"]["inUseKb"] >= 7000
+    assert after["allocatedBlocks"] - before["allocatedBlocks"] >= 20_000
+    assert len(held) + len(small) == 22_000

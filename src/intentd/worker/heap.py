@@ -1,6 +1,8 @@
 """What the worker's in-flight workflows hold, by object type and by coroutine frame (admin, opt-in).
 
 GET /debug/memory/objects[/baseline]: live objects by type (gc), or their growth since the baseline.
+GET /debug/memory/process: the cheap counters that say which layer a growing RSS is in (no walk, always
+on): Python's allocated blocks, gc's generations, glibc's malloc totals (mallinfo2), anon vs file RSS.
 GET /debug/memory/tasks: DBOS's workflow tasks, sampled; for each frame of a task's coroutine chain
 (DBOS's wrapper -> intent_run -> DBOS.recv_async ...), the bytes its locals hold that no other
 sampled task reaches (what one more parked run costs there), and the task's context likewise.
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import gc
 import sys
+import threading
 import types
 from collections import Counter
 from typing import Any
@@ -52,6 +56,67 @@ def objects(path: str, top: int = 40) -> dict[str, Any]:
     growth = counts.copy()
     growth.subtract(_type_baseline)
     return {"objects": sum(counts.values()), "growth": [(k, n) for k, n in growth.most_common(top) if n > 0]}
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def _mallinfo2() -> dict[str, int] | None:
+    """glibc's totals over every arena, kB: what the program holds (in use), what malloc keeps free
+    inside its heaps (fragmentation when it grows while in-use does not), mmapped blocks."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
+        return None
+    fn.restype = _Mallinfo2
+    m = fn()
+    return {
+        "heapKb": m.arena // 1024,
+        "inUseKb": m.uordblks // 1024,
+        "freeKb": m.fordblks // 1024,
+        "mmappedKb": m.hblkhd // 1024,
+        "freeChunks": m.ordblks,
+    }
+
+
+def _smaps_rollup() -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Anonymous", "Pss_Anon", "Pss_File", "Shared_Clean", "Private_Dirty"):
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def process() -> dict[str, Any]:
+    """Which layer holds the memory: Python objects (allocated blocks), malloc, or the kernel's view."""
+    return {
+        "allocatedBlocks": sys.getallocatedblocks(),
+        "gcCount": gc.get_count(),
+        "gcObjects": len(gc.get_objects()),
+        "threads": len(threading.enumerate()),
+        "malloc": _mallinfo2(),
+        "smapsKb": _smaps_rollup(),
+    }
 
 
 def _singletons() -> tuple[type, ...]:

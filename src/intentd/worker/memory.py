@@ -2,7 +2,8 @@
 
 GET /debug/memory/baseline takes a snapshot; GET /debug/memory lists the allocation sites that grew
 the most since it (or the largest ones, with no baseline). Tracing slows the worker; off by default.
-/debug/memory/objects[/baseline] and /debug/memory/tasks (worker/heap.py) work without tracing.
+/debug/memory/objects[/baseline], /debug/memory/tasks and /debug/memory/process (worker/heap.py) work
+without tracing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _snapshot() -> tracemalloc.Snapshot:
 def report(path: str, top: int = 25) -> dict[str, Any] | None:
     """The admin endpoint's answer for /debug/memory[/baseline], or None for other paths."""
     global _baseline
+    if path == "/debug/memory/process":
+        return heap.process()
     if path in ("/debug/memory/objects", "/debug/memory/objects/baseline", "/debug/memory/tasks"):
         if not _heap_walks:
             return {"heapWalks": False, "hint": "start the worker with INTENTD_DEBUG_HEAP=1"}

@@ -7,7 +7,7 @@ INTENTD_WORKSPACE_RETENTION. A failed or retries_exceeded run keeps them while i
 operator retry; a live run is never touched (its status is not an ended one, and an ended status is
 final). The patch, the artifacts and the audit trail live in the database and stay.
 
-Cheap and batched: one directory listing of each root, then one query per batch of names; the
+Cheap and batched: each root's listing is read a batch of names at a time, one query per batch; the
 names are run ids (`run-<uuid>`, and `run-<uuid>-<hash>` for git dirs), so a directory that no run
 of this database owns (another database's, on a shared root) is left alone. Several workers may
 sweep at once: removing what another already removed is no error.
@@ -16,9 +16,11 @@ sweep at once: removing what another already removed is no error.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,19 +47,28 @@ class Swept:
     paths: list[str] = field(default_factory=list)
 
 
-def _candidates(settings: Settings) -> dict[str, list[Path]]:
-    """run id -> its directories on disk (workspace, private git dir), from one listing per root."""
-    found: dict[str, list[Path]] = {}
+def _batches(settings: Settings) -> Iterator[dict[str, list[str]]]:
+    """run id -> its directories, BATCH run ids at a time, one root after the other.
+
+    Streamed, never a listing of every run on disk: that listing (Path objects) cost 1 kB per
+    retained run at each sweep, a peak that grew with every run and that the allocators kept, the
+    worker's RSS growth of about 1 kB per run within the retention period (issue 12)."""
     for root, pattern in ((settings.workspaces_dir, _RUN_DIR), (settings.git_dirs, _GIT_DIR)):
         try:
-            entries = list(root.iterdir())
+            entries = os.scandir(root)
         except FileNotFoundError:
             continue
-        for path in entries:
-            matched = pattern.match(path.name)
-            if matched and not path.is_symlink() and path.is_dir():
-                found.setdefault(matched.group(1), []).append(path)
-    return found
+        batch: dict[str, list[str]] = {}
+        with entries:
+            for entry in entries:
+                matched = pattern.match(entry.name)
+                if matched and entry.is_dir(follow_symlinks=False):
+                    batch.setdefault(matched.group(1), []).append(entry.path)
+                    if len(batch) >= BATCH:
+                        yield batch
+                        batch = {}
+        if batch:
+            yield batch
 
 
 def sweep(engine: sa.Engine, settings: Settings) -> Swept:
@@ -66,21 +77,19 @@ def sweep(engine: sa.Engine, settings: Settings) -> Swept:
     swept = Swept()
     if keep is None:
         return swept
-    candidates = _candidates(settings)
-    ids = sorted(candidates)
     ended = sorted(str(s) for s in TERMINAL_STATUSES)
-    for start in range(0, len(ids), BATCH):
+    removed: set[str] = set()
+    for batch in _batches(settings):
         with engine.connect() as conn:
-            expired = conn.execute(_EXPIRED_SQL, {"ids": ids[start : start + BATCH], "ended": ended, "keep": keep})
+            expired = conn.execute(_EXPIRED_SQL, {"ids": list(batch), "ended": ended, "keep": keep})
             run_ids = [row.run_id for row in expired]
         for run_id in run_ids:
-            for path in candidates[run_id]:
-                _remove(path)
-                swept.paths.append(str(path))
-            swept.runs += 1
-            log.info(
-                "retention: removed the workspace of ended run %s (%s)", run_id, ", ".join(map(str, candidates[run_id]))
-            )
+            for path in batch[run_id]:
+                _remove(Path(path))
+                swept.paths.append(path)
+            removed.add(run_id)
+            log.info("retention: removed %s of ended run %s", ", ".join(batch[run_id]), run_id)
+    swept.runs = len(removed)
     if swept.runs:
         log.info("retention: removed the directories of %d ended run(s)", swept.runs)
     return swept

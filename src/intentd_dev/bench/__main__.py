@@ -53,6 +53,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         " --memory-runs, the allocation sites that grew since the warm-up at every 1,000 runs",
     )
     p.add_argument(
+        "--debug-heap",
+        action="store_true",
+        help="INTENTD_DEBUG_HEAP=1 for the worker: with --memory-runs, the object types that grew since"
+        " the warm-up at every 1,000 runs (a gc heap walk each)",
+    )
+    p.add_argument(
         "--pairs",
         type=int,
         default=1,
@@ -224,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         "LOG_LEVEL": "WARNING",
     }
     traced = {"INTENTD_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else {}
+    if args.debug_heap:
+        traced["INTENTD_DEBUG_HEAP"] = "1"
     if args.malloc_arena_max is not None:
         traced["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     worker = stack.worker(settings, tag="-bench", **extra, **traced)
@@ -256,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         mem["shim"]["after_warmup"] = raw.rss_kb(shim.pid)
         if args.tracemalloc:
             memory.debug_memory(args.admin_port, baseline=True)
+        if args.debug_heap:
+            memory.admin_json(args.admin_port, "/debug/memory/objects/baseline")
+        mem["worker"]["process_after_warmup"] = memory.admin_json(args.admin_port, "/debug/memory/process")
         pairing = args.pairs > 1 and not args.skip_raw
         if pairing:
             # Both workers up from here on: each burst has the other worker idling beside it.

@@ -4,7 +4,10 @@ The baseline is the RSS after the warm-up runs (`--warmup-runs`, 50 for this mea
 of `--runs` until `--memory-runs` runs in all, the RSS after each. The slope over the second half says
 leak (kB per run that keeps going) or plateau. With `--tracemalloc N` the worker traces its heap
 (INTENTD_TRACEMALLOC, worker/memory.py): a snapshot at the warm-up, then at every checkpoint the
-allocation sites that grew most since it, so a slope comes with the code that makes it.
+allocation sites that grew most since it, so a slope comes with the code that makes it. Every point
+also records the worker's /debug/memory/process (Python's allocated blocks, glibc's in-use and free
+bytes, anon RSS), which says which layer grows; with `--debug-heap`, the object types that grew since
+the warm-up at every 1,000 runs (INTENTD_DEBUG_HEAP, a heap walk each).
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from intentd_dev.bench.measure import await_completed, growth, metrics_rss
 CHECKPOINT_RUNS = 1000
 
 
-def debug_memory(admin_port: int, baseline: bool = False) -> dict[str, Any] | None:
-    """The worker's /debug/memory answer (None when it does not answer or does not trace)."""
-    path = "/debug/memory/baseline" if baseline else "/debug/memory"
+def admin_json(admin_port: int, path: str) -> dict[str, Any] | None:
     try:
         body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{admin_port}{path}", timeout=300).json()
     except (httpx.HTTPError, ValueError):
         return None
-    return body if body.get("tracing") else None
+    return body
+
+
+def debug_memory(admin_port: int, baseline: bool = False) -> dict[str, Any] | None:
+    """The worker's /debug/memory answer (None when it does not answer or does not trace)."""
+    body = admin_json(admin_port, "/debug/memory/baseline" if baseline else "/debug/memory")
+    return body if body is not None and body.get("tracing") else None
 
 
 def _sites(body: dict[str, Any] | None, top: int = 12) -> list[dict[str, Any]]:
@@ -62,24 +69,46 @@ def curve(args: argparse.Namespace, settings: Settings, base_url: str, done: int
     base = worker["after_warmup"]
     series: list[dict[str, Any]] = [{"runs": 0, "rss_kb": base}, {"runs": done, "rss_kb": worker["after_runs"]}]
     traced: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     next_checkpoint = CHECKPOINT_RUNS
     while done < args.memory_runs:
         n = min(args.runs, args.memory_runs - done)
         more = asyncio.run(
             drive.pipeline(
-                "memory", base_url, settings.database_url, n, concurrency=args.submitters, timeout=args.timeout
+                "memory",
+                base_url,
+                settings.database_url,
+                n,
+                concurrency=args.submitters,
+                timeout=args.timeout,
+                # A new file name per run, as in production: the default goal repeated the burst's
+                # 500 names, which hid the worker's per-name caches (issue 12: fnmatch's, in DecideST).
+                goal=f"bench change {done}",
             )
         )
         await_completed(settings, more.workflow_ids)
         done += n
         series.append({"runs": done, "rss_kb": metrics_rss(args.admin_port)})
+        layers = admin_json(args.admin_port, "/debug/memory/process")
+        if layers is not None:
+            series[-1]["process"] = layers
         line = f"memory: {done} runs after warm-up, worker RSS {series[-1]['rss_kb']} kB"
-        if args.tracemalloc and (done >= next_checkpoint or done >= args.memory_runs):
+        if layers is not None and layers.get("malloc"):
+            line += f", blocks {layers['allocatedBlocks']}, malloc in use {layers['malloc']['inUseKb']} kB"
+            line += f" free {layers['malloc']['freeKb']} kB"
+        checkpoint = done >= next_checkpoint or done >= args.memory_runs
+        if checkpoint:
             next_checkpoint += CHECKPOINT_RUNS
+        if args.tracemalloc and checkpoint:
             body = debug_memory(args.admin_port)
             if body is not None:
                 traced.append({"runs": done, "traced_kb": body["tracedKb"], "sites": _sites(body)})
                 line += f", traced heap {body['tracedKb']} kB"
+        if args.debug_heap and checkpoint:
+            grown = admin_json(args.admin_port, "/debug/memory/objects")
+            if grown is not None and "growth" in grown:
+                objects.append({"runs": done, "objects": grown["objects"], "growth": grown["growth"][:25]})
+                line += f", objects {grown['objects']} (top growth {grown['growth'][:3]})"
         print(f"[bench] {line}", flush=True)
     half = [p for p in series if p["runs"] >= args.memory_runs / 2]
     worker["curve"] = series
@@ -92,3 +121,5 @@ def curve(args: argparse.Namespace, settings: Settings, base_url: str, done: int
     worker["runs_total"] = done
     if traced:
         worker["tracemalloc"] = traced
+    if objects:
+        worker["object_growth"] = objects
