@@ -217,7 +217,9 @@ async def _resume(base_url: str, url: str, run_ids: list[str], timeout: float, d
                 res.raise_for_status()
 
         await asyncio.gather(*(decide(r) for r in run_ids))
-    _log(f"{len(run_ids)} runs {decision.rstrip('e')}ed in {time.monotonic() - t0:.0f} s; waiting for their workflows to end")
+    _log(
+        f"{len(run_ids)} runs {decision.rstrip('e')}ed in {time.monotonic() - t0:.0f} s; waiting for their workflows to end"
+    )
     while (done := _workflows_done(url, run_ids)) < len(run_ids):
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"only {done}/{len(run_ids)} workflows ended {timeout:g} s after the restart")
