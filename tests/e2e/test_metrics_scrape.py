@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
+from intentd.db.parked import PARKING_LOT
 from tests.conftest import make_database
 from tests.e2e.conftest import free_port
 
@@ -80,6 +81,12 @@ def wait_status(http: httpx.Client, run_id: str, status: str) -> dict[str, objec
         time.sleep(0.05)
 
 
+def _executor(samples: Samples) -> str:
+    found = {dict(labels)["executor"] for name, labels in samples if name == "intentd_runs_parked"}
+    assert len(found) == 1, found
+    return found.pop()
+
+
 def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Client]) -> None:
     shim_url, worker_url, http = stack_urls
     shim0, _ = scrape(shim_url)
@@ -88,7 +95,16 @@ def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Cli
     intent = http.post("/intents", json={"goal": "demo c5", "inputs": {}, "constraints": {}}).json()
     run_id = http.post(f"/intents/{intent['intentId']}/run", json={}).json()["runId"]
     wait_status(http, run_id, "waiting_input")
-    waiting, _ = scrape(shim_url)
+    # The run parks right after it shows its wait: then it is counted parked, by the worker that
+    # parked it, and not as queue depth (it waits for a human, not for a worker).
+    import time
+
+    deadline = time.monotonic() + 30
+    while not total(waiting := scrape(shim_url)[0], "intentd_runs_parked"):
+        assert time.monotonic() < deadline, "the run waiting at the gate was never counted parked"
+        time.sleep(0.1)
+    assert total(waiting, "intentd_runs_parked", executor=_executor(waiting)) == 1
+    assert total(waiting, "intentd_queue_depth", queue=PARKING_LOT) == 0
     assert total(waiting, "intentd_runs_waiting_human", next_action="approve_plan") == 1
     assert total(waiting, "intentd_runs", status="waiting_input") == 1
     assert total(waiting, "intentd_runs_waiting_human_oldest_seconds", next_action="approve_plan") >= 0
@@ -129,6 +145,7 @@ def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Cli
     for after in (shim1, worker1):
         assert total(after, "intentd_runs", status="succeeded") == 1
         assert total(after, "intentd_runs_waiting_human") == 0
+        assert total(after, "intentd_runs_parked") == 0
         assert total(after, "intentd_metrics_scrape_errors") == 0
 
 

@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from intentd.db.parked import PARKING_LOT
 from intentd.domain import RunStatus
 
 log = logging.getLogger("intentd.telemetry")
@@ -148,6 +149,11 @@ class DatabaseCollector(Collector):
                 "Runs waiting for a human now, by how long they have waited.",
                 labels=["next_action"],
             ),
+            "parked": GaugeMetricFamily(
+                "intentd_runs_parked",
+                "Runs parked while they wait for a human (nothing held in a worker), by the worker that parked them.",
+                labels=["executor"],
+            ),
             "workers": GaugeMetricFamily("intentd_fleet_workers", "Workers by state (app.workers).", labels=["state"]),
             "errors": GaugeMetricFamily("intentd_metrics_scrape_errors", "1 when the database could not be read."),
         }
@@ -174,6 +180,8 @@ class DatabaseCollector(Collector):
             f["oldest"].add_metric([action], oldest)
             buckets = [(str(float(b)), c) for b, c in zip(WAITING_BUCKETS, cumulative, strict=True)]
             f["ages"].add_metric([action], [*buckets, ("+Inf", count)], total)
+        for executor, n in sorted(read.parked.items()):
+            f["parked"].add_metric([executor], n)
         for state, n in sorted(read.workers.items()):
             f["workers"].add_metric([state], n)
         f["errors"].add_metric([], failed)
@@ -190,10 +198,13 @@ class DatabaseCollector(Collector):
             for queue, n in conn.execute(
                 sa.text(
                     f"SELECT queue_name, count(*) FROM {self._schema}.workflow_status"
-                    " WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL GROUP BY queue_name"
-                )
+                    " WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL AND queue_name <> :lot GROUP BY queue_name"
+                ),
+                {"lot": PARKING_LOT},  # parked runs wait for a human, not for a worker: intentd_runs_parked
             ):
                 out.queues[str(queue)] = int(n)
+            for executor, n in conn.execute(sa.text("SELECT executor_id, count(*) FROM app.parked GROUP BY 1")):
+                out.parked[str(executor)] = int(n)
             # next_action set = the run waits for a human (an approval, answers, or an operator retry);
             # updated_at is when it started waiting (waitingSince in GET /runs/{id}).
             for row in conn.execute(
@@ -213,6 +224,7 @@ class _Read:
     runs: dict[str, int] = field(default_factory=dict)
     queues: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    parked: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
 
 
