@@ -3,6 +3,8 @@ course's lanes (chaos.py's lanes and operator), and three planned faults (fleet_
 SIGKILLed for good mid-way (its runs must be taken over by a survivor, no Conductor), another
 SIGSTOPped past the takeover limit and SIGCONTed (a zombie: it must exit fenced), and one PostgreSQL
 restart. A supervisor restarts any worker that exits unplanned, and the judge reports it as a failure.
+A quarter of the runs are held back until the zombie is about to be chosen: runs waiting for a human
+are parked (PENDING nowhere), so only runs in flight give a paused worker something to be taken over.
 
 Pass: every fault observed (the dead worker owned PENDING workflows and a survivor took them over and
 recovered them; the zombie was taken over while stopped and exited 75 with its FENCED line), no
@@ -172,8 +174,12 @@ def run(args: argparse.Namespace) -> int:
         driver.start()
         lanes = [list(LANES)[n % len(LANES)] for n in range(args.runs)]
         random.Random(f"lanes-{args.seed}").shuffle(lanes)
-        spacing = args.submit_seconds / max(args.runs, 1)
-        while len(runs) < args.runs:
+        # A quarter of the runs (at least 2) wait for the zombie phase (Faults.wave): the first wave
+        # spreads over --submit-seconds, this one goes in when the zombie is about to be chosen.
+        first = args.runs - min(args.runs // 2, max(2, args.runs // 4))
+        spacing = args.submit_seconds / max(first, 1)
+
+        def submit() -> None:
             lane = lanes[len(runs)]
             try:
                 goal = f"{LANES[lane][0]} #{len(runs)} {uuid.uuid4().hex[:6]}"
@@ -184,10 +190,20 @@ def run(args: argparse.Namespace) -> int:
                 runs.append(Tracked(lane, intent_id, run_id, time.monotonic()))
             except (httpx.HTTPError, KeyError, ValueError):
                 pass  # the shim is briefly without its database during the PostgreSQL restart
+
+        while len(runs) < first:
+            submit()
             _drive(http, runs, time.monotonic() + spacing, until_done=False)
         # The operator keeps answering while the faults play out, then until every run ends.
         while driver.is_alive():
+            if faults.wave.is_set() and len(runs) < args.runs:
+                submit()
+                _drive(http, runs, time.monotonic() + 0.5, until_done=False)
+                continue
             _drive(http, runs, time.monotonic() + 1.0, until_done=False)
+        while len(runs) < args.runs:  # the driver ended before its wave (its failure says why)
+            submit()
+            time.sleep(0.2)
         _drive(http, runs, time.monotonic() + args.converge_seconds)
         http.close()
     finally:

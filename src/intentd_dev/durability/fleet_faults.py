@@ -65,6 +65,10 @@ class Faults:
     # logs are appended to across runs, so an older run's line must not count).
     log_offsets: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set when the zombie is about to be chosen: the last runs are submitted then, so that survivors
+    # have runs in flight (PENDING) to be taken over. A run waiting for a human is parked
+    # (workflow/park.py), PENDING nowhere: without this wave the fleet may own nothing by then.
+    wave: threading.Event = field(default_factory=threading.Event)
 
 
 def log_size(path: Path) -> int:
@@ -251,6 +255,7 @@ def _play(
     time.sleep(args.takeover_seconds + 2 * args.heartbeat_seconds + rng.uniform(0, 5))
 
     # 3. A zombie: SIGSTOP a survivor that owns runs, past the takeover limit; SIGCONT; it must exit fenced.
+    faults.wave.set()
     exclude = {faults.killed or ""}
     wait_until(lambda: victim(db, workers, workflows(), exclude, rng) is not None, 120)
     pick2 = victim(db, workers, workflows(), exclude, rng)
