@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from intentd.config import Settings
@@ -85,3 +86,26 @@ MAX_BUSY_WORKFLOWS = 32
 
 def datasource_pool_size(queue_concurrency: int) -> int:
     return max(8, min(MAX_BUSY_WORKFLOWS, queue_concurrency))
+
+
+def database_outage(exc: BaseException) -> bool:
+    """Whether the failure was the database going away (anywhere in the exception's chain): a lost or
+    refused connection (SQLSTATE class 08), the server shutting down or restarting (57P01-57P03), a
+    connection psycopg found closed (no SQLSTATE). Not a timeout, a deadlock or a full disk: those
+    would fail again the same way."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, sa.exc.DisconnectionError):
+            return True
+        if isinstance(seen, sa.exc.DBAPIError):
+            if seen.connection_invalidated:
+                return True
+            seen = seen.orig
+            continue
+        if isinstance(seen, psycopg.OperationalError):
+            state = seen.sqlstate
+            return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False

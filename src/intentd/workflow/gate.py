@@ -25,7 +25,6 @@ from intentd.recipes import ApprovalPolicy
 from intentd.workflow import faults, park, resources
 from intentd.workflow import projection as proj
 
-WAIT_SLICE_SECONDS = 3600.0
 # Past the deadline, a decision the shim accepted before it is still read: this long at most each time.
 _LATE_DECISION_SECONDS = 1.0
 
@@ -84,7 +83,7 @@ class ApprovalGate:
 
     def _next_timeout(self) -> float:
         if self.deadline is None:
-            return WAIT_SLICE_SECONDS
+            return park.WAIT_SLICE_SECONDS
         # The live clock, not a checkpointed one: a wait first run after a restart must end at the
         # deadline, not a restart's length later. The value changes no branch (DBOS records the wait's
         # end the first time it runs); the branches read the checkpointed clock (_timers_due).
@@ -93,7 +92,7 @@ class ApprovalGate:
         target = remind_at if remind_at is not None else self.deadline
         if now >= self.deadline:
             return _LATE_DECISION_SECONDS
-        return max(0.01, min(WAIT_SLICE_SECONDS, target - now))
+        return max(0.01, min(park.WAIT_SLICE_SECONDS, target - now))
 
     async def _timers_due(self) -> bool:
         """After a wait ended without a message: send the reminder, or end the run at the deadline.

@@ -29,10 +29,14 @@ from opentelemetry import trace
 
 from intentd import offload
 from intentd.db import parked
-from intentd.workflow import resources
+from intentd.domain import Topic
+from intentd.errors import RunCanceled
+from intentd.workflow import faults, resources
 
 log = logging.getLogger("intentd.workflow")
 
+# A wait no timer ends wakes this often anyway (parked, it costs nothing: it is woken by a message).
+WAIT_SLICE_SECONDS = 3600.0
 # A wait whose timer is nearer than this waits in memory: parking and waking would cost more.
 MIN_PARK_SECONDS = 5.0
 
@@ -95,3 +99,15 @@ async def recv(run_id: str, topic: str, timeout_seconds: float, *, wake_at: floa
                 trace.get_current_span().set_attribute("intentd.parked", f"{outcome} at {topic}")
                 raise Parked(f"run {run_id} {outcome} at {topic}")
     return await DBOS.recv_async(topic, timeout_seconds=timeout_seconds)
+
+
+async def wait_for(run_id: str, topic: Topic) -> dict[str, Any]:
+    """A wait only a message ends (the questions' answers, an operator retry): parked until the shim
+    sends on `topic`; a cancel's message ends it with RunCanceled."""
+    faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
+    while True:
+        message = await recv(run_id, topic, WAIT_SLICE_SECONDS)
+        if message is not None:
+            if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
+                raise RunCanceled(f"run {run_id} was canceled")
+            return dict(message)

@@ -21,20 +21,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
-import sqlalchemy as sa
 from dbos import DBOS
 from pydantic import BaseModel
 
 from intentd import offload
-from intentd.db import effects, fence
+from intentd.db import connection, effects, fence
 from intentd.domain import WORKFLOW_NAME, Gate, NextAction, RunStatus, StepId, Topic
 from intentd.errors import PermanentStepError, RetryableStepError, RunCanceled, StepError
 from intentd.recipes import Recipe
 from intentd.telemetry import metrics, tracing
 from intentd.workflow import cancel, faults, layout, park, resources
 from intentd.workflow import projection as proj
-from intentd.workflow.gate import WAIT_SLICE_SECONDS, ApprovalGate
+from intentd.workflow.gate import ApprovalGate
 from intentd.workflow.steps import apply_patch, compile, decide, execute
 
 log = logging.getLogger("intentd.workflow")
@@ -76,7 +74,7 @@ def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict
             # answer of the step's own, so the body runs again as the same attempt once the database
             # answers (its effects are keyed by op_key; the extra execution is counted), instead of
             # spending an attempt on `internal_error`. Bounded: an outage that keeps coming back fails.
-            if not _database_outage(exc) or outages >= _OUTAGE_RERUNS:
+            if not connection.database_outage(exc) or outages >= _OUTAGE_RERUNS:
                 return _failed(step_id, run_id, attempt, exc)
             outages += 1
             time.sleep(0.5 * outages)  # then cancel.check waits for the database to answer
@@ -91,29 +89,6 @@ def _attempt(step_id: StepId, run_id: str, attempt: int, body: Callable[[], dict
 
 # A body the database dropped under it runs again this many times before it counts as failed.
 _OUTAGE_RERUNS = 3
-
-
-def _database_outage(exc: BaseException) -> bool:
-    """Whether the failure was the database going away (anywhere in the exception's chain): a lost or
-    refused connection (SQLSTATE class 08), the server shutting down or restarting (57P01-57P03), a
-    connection psycopg found closed (no SQLSTATE). Not a timeout, a deadlock or a full disk: those
-    would fail again the same way."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, sa.exc.DisconnectionError):
-            return True
-        if isinstance(seen, sa.exc.DBAPIError):
-            if seen.connection_invalidated:
-                return True
-            seen = seen.orig
-            continue
-        if isinstance(seen, psycopg.OperationalError):
-            state = seen.sqlstate
-            return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    return False
 
 
 def _run_body(
@@ -286,19 +261,8 @@ class _Run:
                     await DBOS.sleep_async(self.recipe.retry.backoff(n))
             status = RunStatus.retries_exceeded if last["retryable"] else RunStatus.failed
             await offload.light(proj.end, self.run_id, status, last["error"], NextAction.retry)
-            await _wait_for(self.run_id, Topic.retry)
+            await park.wait_for(self.run_id, Topic.retry)
             await offload.light(proj.resume, self.run_id)
-
-
-async def _wait_for(run_id: str, topic: Topic) -> dict[str, Any]:
-    """Park until the shim sends on `topic` (workflow/park.py): nothing of the run stays in the worker."""
-    faults.crash_point(resources.get().settings, f"wait:{topic}", DBOS.workflow_id or "")
-    while True:
-        message = await park.recv(run_id, topic, WAIT_SLICE_SECONDS)
-        if message is not None:
-            if message.get("canceled"):  # the shim's cancel wakes the wait it ends (api/handoff.py)
-                raise RunCanceled(f"run {DBOS.workflow_id} was canceled")
-            return dict(message)
 
 
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10_000)
@@ -351,7 +315,7 @@ async def _intent_run(args: dict[str, Any]) -> dict[str, Any]:
         del compiled
         if questions:
             await offload.light(proj.wait, run_id, Gate.questions, NextAction.provide_input)
-            event = await _wait_for(run_id, Topic.input)
+            event = await park.wait_for(run_id, Topic.input)
             await offload.light(proj.consume_event, run_id, event["eventId"])
             answers = {**(answers or {}), **event["payload"]}
             continue
