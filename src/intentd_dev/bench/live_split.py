@@ -9,10 +9,12 @@ claim → completion, `app.opencode_calls`) minus the sandbox time (the ExecuteS
 `durationSeconds`). `breakdown` splits the overhead into parts, each read from one pair of timestamps:
 
 - handoff: the shim's run row → DBOS's workflow row (the enqueue)
-- queuePickup: the workflow row → a worker started it (DBOS's queue polling)
+- queuePickup: the workflow row → a worker started it (DBOS's queue polling; for a run parked at the
+  gate, whose row keeps its second start, its first operation's start stands for the first)
 - projectionTx: the workflow's datasource transactions (status, attempt, plan, gate writes), summed
 - checkpointGaps: between consecutive workflow operations: DBOS's step checkpoints, workflow code
-- approvalWakeup: the approval recorded → the workflow's recv returned
+- approvalWakeup: the approval recorded → the workflow's recv returned (for a parked run: the wake's
+  dequeue and the replay of its checkpoints up to the gate, too)
 - stepPrelude: a step's start → its first own work (count_execution, cancel check, workspace set-up)
 - ocClient: inside an OpenCode call's ledger span but outside the daemon's own session (claim,
   session creation request, record_session, response parsing, completion); the daemon's span is
@@ -154,11 +156,17 @@ def breakdown(rows: list[tuple[Any, ...]], daemon_ms: dict[str, float]) -> dict[
         recv = next(((b, e) for n, b, e in ops if n == "DBOS.recv" and e >= approved), None)
 
         recv_end = recv[1] if recv is not None else approved
-        phases = ((float(wf_started or wf_created), compiled), (recv_end, finished))
+        # DBOS keeps the last dequeue's start: a run parked at the gate (workflow/park.py) was dequeued
+        # again when the approval woke it. Its first execution began no later than its first operation.
+        first_op = min((b for _, b, _ in ops), default=None)
+        started = float(wf_started or wf_created)
+        if first_op is not None and first_op < started:
+            started = first_op
+        phases = ((started, compiled), (recv_end, finished))
 
         parts = dict.fromkeys(PARTS, 0.0)
         parts["handoff"] = float(wf_created) - created
-        parts["queuePickup"] = float(wf_started or wf_created) - float(wf_created)
+        parts["queuePickup"] = started - float(wf_created)
         parts["approvalWakeup"] = recv_end - approved
         for lo, hi in phases:
             previous = lo
