@@ -253,18 +253,24 @@ def test_a_message_already_there_is_read_without_parking(api: TestClient, worker
     wait_status(api, run_id, "succeeded")
 
 
+def _parked_by(settings: Settings, workflow_id: str, executor: str, *, state: str, beat_seconds_ago: int) -> None:
+    """Make the parked run another worker's: one of this version, in `state`, beating that long ago."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO app.workers (executor_id, app_version, pid, host, state, heartbeat_at)"
+            " VALUES (%s, 'it', 1, 'gone', %s, now() - make_interval(secs => %s))",
+            (executor, state, beat_seconds_ago),
+        )
+        conn.execute("UPDATE app.parked SET executor_id = %s WHERE workflow_id = %s", (executor, workflow_id))
+
+
 def test_a_wake_for_a_worker_not_alive_goes_to_a_live_one(api: TestClient, worker: Any, settings: Settings) -> None:
     """A run parked by a worker that stopped for good: the approval wakes it onto the wake queue of a
     live worker of its version (here, this one), where it goes on; nobody listens on the other's."""
     intent_id, run_id = start_run(api, "demo parked by the dead")
     wait_status(api, run_id, "waiting_input")
     _wait_parked(settings, intent_id)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO app.workers (executor_id, app_version, pid, host, state)"
-            " VALUES ('it-gone', 'it', 1, 'gone', 'stopped')"
-        )
-        conn.execute("UPDATE app.parked SET executor_id = 'it-gone' WHERE workflow_id = %s", (intent_id,))
+    _parked_by(settings, intent_id, "it-gone", state="stopped", beat_seconds_ago=0)
     assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
     wait_status(api, run_id, "succeeded")
     assert _one(settings, "SELECT queue_name FROM dbos.workflow_status WHERE workflow_uuid = %s", intent_id) == (
@@ -277,12 +283,7 @@ def test_the_timer_of_a_run_whose_worker_is_gone_still_fires(api: TestClient, wo
     intent_id, run_id = start_run(api, "demo timed orphan", recipeName="timed")
     wait_status(api, run_id, "waiting_input")
     _wait_parked(settings, intent_id)
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO app.workers (executor_id, app_version, pid, host, state, heartbeat_at)"
-            " VALUES ('it-lost', 'it', 1, 'gone', 'live', now() - interval '1 hour')"
-        )
-        conn.execute("UPDATE app.parked SET executor_id = 'it-lost' WHERE workflow_id = %s", (intent_id,))
+    _parked_by(settings, intent_id, "it-lost", state="live", beat_seconds_ago=3600)
     assert wait_status(api, run_id, "expired", timeout=30)["status"] == "expired"
 
 

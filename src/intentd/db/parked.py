@@ -179,9 +179,3 @@ def adopt(conn: sa.Connection, schema: str, dead: str, claimant: str) -> int:
         {"mine": wake_queue(claimant), "theirs": wake_queue(dead)},
     )
     return moved.rowcount or 0
-
-
-def count(conn: sa.Connection, executor_id: str | None = None) -> int:
-    """Parked runs (of one worker, or all)."""
-    where, params = ("WHERE executor_id = :ex", {"ex": executor_id}) if executor_id else ("", {})
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM app.parked {where}"), params).scalar_one())

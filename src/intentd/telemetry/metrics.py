@@ -90,7 +90,9 @@ HEARTBEATS = Counter(
     "This worker's heartbeats by result (ok; fenced: the generation was bumped; error: no database).",
     ["result"],
 )
-WAKES = Counter("intentd_parked_wakes", "Parked runs this worker woke because their timer was due.")
+WAKES = Counter(
+    "intentd_parked_wakes", "Parked runs this worker's waker woke: a timer due, or a message sent without its wake."
+)
 TAKEOVERS = Counter("intentd_fleet_takeovers", "Executors this worker took over (claims it won).")
 RECOVERED = Counter(
     "intentd_fleet_recovered_workflows", "Workflows this worker handed to DBOS's recovery after a takeover."

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 
 from intentd.config import Settings
 from intentd.domain import TERMINAL_STATUSES
+from intentd.worker import periodic
 
 log = logging.getLogger("intentd.worker.retention")
 
@@ -100,31 +100,21 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class Sweeper:
+class Sweeper(periodic.Periodic):
     """The worker's sweep, every INTENTD_RETENTION_SWEEP_SECONDS in a daemon thread; counts what it removed."""
 
     def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        super().__init__("workspace-retention", settings.retention_sweep_seconds, join_timeout=10)
         self.engine = engine
         self.settings = settings
         self.removed_runs = 0
         self.sweeps = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="workspace-retention", daemon=True)
 
-    def start(self) -> Sweeper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.retention_sweep_seconds):
-            try:
-                swept = sweep(self.engine, self.settings)
-            except sa.exc.SQLAlchemyError:
-                log.warning("retention: the sweep could not read the runs; next time", exc_info=True)
-                continue
-            self.sweeps += 1
-            self.removed_runs += swept.runs
+    def tick(self) -> None:
+        try:
+            swept = sweep(self.engine, self.settings)
+        except sa.exc.SQLAlchemyError:
+            log.warning("retention: the sweep could not read the runs; next time", exc_info=True)
+            return
+        self.sweeps += 1
+        self.removed_runs += swept.runs

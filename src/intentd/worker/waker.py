@@ -11,36 +11,27 @@ bypassed the shim's wake, e.g. one by an older shim during an upgrade).
 from __future__ import annotations
 
 import logging
-import threading
 
 import sqlalchemy as sa
 
 from intentd.config import Settings
 from intentd.db import parked
 from intentd.telemetry import metrics
+from intentd.worker import periodic
 
 log = logging.getLogger("intentd.worker.waker")
 
 MESSAGE_SWEEP_EVERY = 30
 
 
-class Waker:
+class Waker(periodic.Periodic):
     def __init__(self, engine: sa.Engine, settings: Settings, executor_id: str) -> None:
+        super().__init__("parked-waker", settings.wake_poll_seconds, join_timeout=5)
         self.engine = engine
         self.settings = settings
         self.executor_id = executor_id
-        self.woken = 0
         self.message_sweep_every = MESSAGE_SWEEP_EVERY
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="parked-waker", daemon=True)
-
-    def start(self) -> Waker:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._polls = 0
 
     def wake(self, *, messages: bool) -> list[str]:
         with self.engine.begin() as conn:
@@ -52,16 +43,13 @@ class Waker:
                 messages=messages,
             )
         if woken:
-            self.woken += len(woken)
             metrics.WAKES.inc(len(woken))
             log.info("woke %d parked run(s) whose timer was due%s", len(woken), " or a message waited" * messages)
         return woken
 
-    def _loop(self) -> None:
-        polls = 0
-        while not self._stop.wait(self.settings.wake_poll_seconds):
-            polls += 1
-            try:
-                self.wake(messages=polls % self.message_sweep_every == 0)
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("waker: database unreachable (%s); next time", type(exc).__name__)
+    def tick(self) -> None:
+        self._polls += 1
+        try:
+            self.wake(messages=self._polls % self.message_sweep_every == 0)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("waker: database unreachable (%s); next time", type(exc).__name__)
