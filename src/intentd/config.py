@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     admin_port: int = Field(3002, validation_alias="ADMIN_PORT")
     app_version: str = Field("dev", validation_alias=AliasChoices("DBOS__APPVERSION", "INTENTD_APP_VERSION"))
     executor_id: str | None = Field(None, validation_alias=AliasChoices("INTENTD_EXECUTOR_ID", "DBOS__VMID"))
-    queue_poll_seconds: float = Field(0.05, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
+    # How often a worker polls the queues a run waits on to start or go on: the recipes' queues and its
+    # own wake queue (a run's pickup latency, ~half of it on average).
+    queue_poll_seconds: float = Field(0.05, gt=0, validation_alias="INTENTD_QUEUE_POLL_SECONDS")
+    # ... and the queues no run waits on: branch deliveries and webhook deliveries. Each poll costs
+    # the worker ~2 ms of CPU and PostgreSQL a few queries, whether or not anything is queued.
+    background_queue_poll_seconds: float = Field(0.5, gt=0, validation_alias="INTENTD_BACKGROUND_QUEUE_POLL_SECONDS")
     worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")
     # Fleet (docs/fleet.md): an executor whose heartbeat is older than this is taken over by a
     # surviving worker of the same app version (its generation bumped: the old process is fenced).

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -45,7 +46,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack_urls(pg_server: Settings) -> Iterator[tuple[str, str, httpx.Client]]:
+def stack_urls(pg_server: Settings) -> Iterator[tuple[str, str, httpx.Client, str]]:
     name = f"metrics_{uuid.uuid4().hex[:8]}"
     settings = make_database(pg_server, name).model_copy(
         update={"port": free_port(), "admin_port": free_port(), "oc_mode": "mock", "app_version": "e2e"}
@@ -55,6 +56,7 @@ def stack_urls(pg_server: Settings) -> Iterator[tuple[str, str, httpx.Client]]:
         "INTENTD_TMP": str(settings.tmp_dir),
         "INTENTD_EXECUTOR_ID": f"e2e-{name}",
         "INTENTD_HEARTBEAT_SECONDS": "0.5",
+        "INTENTD_BACKGROUND_QUEUE_POLL_SECONDS": "0.4",
     }
     worker, shim = stack.worker(settings, **env), stack.shim(settings, **env)
     worker.start()
@@ -63,7 +65,11 @@ def stack_urls(pg_server: Settings) -> Iterator[tuple[str, str, httpx.Client]]:
         stack.wait_http(f"http://127.0.0.1:{settings.admin_port}/healthz", timeout=60, proc=worker)
         stack.wait_http(f"http://127.0.0.1:{settings.port}/healthz", timeout=60, proc=shim)
         with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=30) as http:
-            yield f"http://127.0.0.1:{settings.port}/metrics", f"http://127.0.0.1:{settings.admin_port}/metrics", http
+            shim_url, worker_url = (
+                f"http://127.0.0.1:{settings.port}/metrics",
+                f"http://127.0.0.1:{settings.admin_port}/metrics",
+            )
+            yield shim_url, worker_url, http, settings.database_url
     finally:
         shim.kill()
         worker.kill()
@@ -87,8 +93,8 @@ def _executor(samples: Samples) -> str:
     return found.pop()
 
 
-def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Client]) -> None:
-    shim_url, worker_url, http = stack_urls
+def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Client, str]) -> None:
+    shim_url, worker_url, http, _ = stack_urls
     shim0, _ = scrape(shim_url)
     worker0, _ = scrape(worker_url)
 
@@ -149,8 +155,8 @@ def test_counters_move_by_what_one_run_did(stack_urls: tuple[str, str, httpx.Cli
         assert total(after, "intentd_metrics_scrape_errors") == 0
 
 
-def test_the_dashboard_names_only_exposed_metrics(stack_urls: tuple[str, str, httpx.Client]) -> None:
-    shim_url, worker_url, _ = stack_urls
+def test_the_dashboard_names_only_exposed_metrics(stack_urls: tuple[str, str, httpx.Client, str]) -> None:
+    shim_url, worker_url, _, _ = stack_urls
     exposed = scrape(shim_url)[1] | scrape(worker_url)[1]
     dashboard = json.loads((REPO_ROOT / "deploy" / "grafana" / "intentd.json").read_text())
     assert dashboard["panels"]
@@ -161,3 +167,22 @@ def test_the_dashboard_names_only_exposed_metrics(stack_urls: tuple[str, str, ht
             # A counter or histogram no label set has touched yet is exposed by its HELP/TYPE lines.
             family = re.sub(r"_(total|bucket|count|sum)$", "", name)
             assert name in exposed or family in exposed, (panel["title"], name)
+
+
+def test_the_worker_polls_run_queues_fast_and_delivery_queues_slowly(
+    stack_urls: tuple[str, str, httpx.Client, str],
+) -> None:
+    """Each poll of a queue costs the worker CPU and PostgreSQL queries whether or not anything is
+    queued: the queues a run waits on (the recipes', the worker's wake queue) are polled every
+    INTENTD_QUEUE_POLL_SECONDS, the delivery queues every INTENTD_BACKGROUND_QUEUE_POLL_SECONDS."""
+    *_, url = stack_urls
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = dict(conn.execute("SELECT name, polling_interval_sec FROM dbos.queues").fetchall())
+    fast = Settings.model_fields["queue_poll_seconds"].default
+    wake = [name for name in rows if name.startswith("intentd-wake.")]
+    assert len(wake) == 1, rows
+    assert {name: rows[name] for name in ("intents", wake[0])} == {"intents": fast, wake[0]: fast}
+    assert {name: rows[name] for name in ("intentd-deliveries", "intentd-webhooks")} == {
+        "intentd-deliveries": 0.4,
+        "intentd-webhooks": 0.4,
+    }

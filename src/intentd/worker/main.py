@@ -157,13 +157,13 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     DBOS.register_queue(
         delivery.QUEUE,
         worker_concurrency=1,
-        polling_interval_sec=settings.queue_poll_seconds,
+        polling_interval_sec=settings.background_queue_poll_seconds,
         on_conflict="always_update",
     )
     DBOS.register_queue(
         webhook_delivery.QUEUE,
         worker_concurrency=webhook_delivery.QUEUE_CONCURRENCY,
-        polling_interval_sec=settings.queue_poll_seconds,
+        polling_interval_sec=settings.background_queue_poll_seconds,
         on_conflict="always_update",
     )
     DBOS.register_queue(
