@@ -2,6 +2,7 @@
 
     mise run bench:live [-- --runs 20 --variants before,after]
     mise run bench:live -- --runs 20 --variants base,new --variant-src base:/tmp/base --paired
+    mise run bench:live -- --runs 20 --variants after --floor
 
 For each variant it starts its own stack on free ports (daemon + fixture model, worker, shim) over a
 fresh database, drives `--runs` intents one after another (start → gate, approve → succeeded), and
@@ -10,8 +11,10 @@ time and intentd's own overhead, the overhead into its parts (bench/live_split.p
 timestamps each comes from). `before` is OpenCode's defaults (snapshots on, no lean environment), any
 other name the project's config. `--variant-env`/`--variant-src` give a variant other settings or
 another commit's code; `--paired` runs all variants at once, interleaved, and reports each one's
-paired ratios against the first: the A/B design for a shared, noisy machine. Writes
-bench/results/live-<stamp>.json.
+paired ratios against the first: the A/B design for a shared, noisy machine. `--floor` follows each
+run of the first variant with raw DBOS replaying its shape, its OpenCode and sandbox time slept
+(bench/floor.py): the least overhead DBOS and PostgreSQL allow that run here, and intentd's own part
+above it. Writes bench/results/live-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import httpx
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
-from intentd_dev.bench import database, disk, live_split, report
+from intentd_dev.bench import database, disk, floor, live_split, report
 from intentd_dev.bench.stats import percentile
 from intentd_dev.unwind import stop_on_sigterm
 
@@ -157,9 +160,15 @@ class LiveStack:
         _one_run(self.http, f"bench live warm-up {self.variant.name}", timeout)  # imports, pools, daemon paths
         self.cpu_start = live_split.cpu_seconds(self.settings.database_url, self.worker.pid)
 
-    def run(self, i: int, timeout: float) -> None:
+    def run(self, i: int, timeout: float, under: floor.FloorSide | None = None) -> None:
+        """One run; with `under`, then its floor: raw DBOS replaying the run's shape (bench/floor.py)."""
         assert self.http is not None
         self.results.append(_one_run(self.http, f"bench live {self.variant.name} {i}", timeout))
+        if under is not None:
+            run_id = self.results[-1]["runId"]
+            rows = live_split.fetch(self.settings.database_url, [run_id])
+            names = [op[0] for op in rows[0][7] or []]
+            under.run(floor.ops_from(names, live_split.breakdown(rows, {})[run_id]), timeout, run_id)
 
     def collect(self) -> None:
         """Each run's split, read while the daemon still answers for its sessions' own timestamps."""
@@ -206,15 +215,18 @@ class LiveStack:
         }
 
 
-def run_sequential(base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float) -> list[LiveStack]:
-    """Each variant's stack in turn: up, warm-up, `runs` runs one after another, down."""
+def run_sequential(
+    base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float, under: floor.FloorSide | None
+) -> list[LiveStack]:
+    """Each variant's stack in turn: up, warm-up, `runs` runs one after another, down (the first
+    variant's runs each followed by their floor run, with `under`)."""
     done = []
-    for variant in variants:
+    for n, variant in enumerate(variants):
         live = LiveStack(base, variant, stamp)
         try:
             live.start(timeout)
             for i in range(runs):
-                live.run(i, timeout)
+                live.run(i, timeout, under if n == 0 else None)
             live.collect()
         finally:
             live.stop()
@@ -222,7 +234,9 @@ def run_sequential(base: Settings, variants: list[Variant], runs: int, stamp: st
     return done
 
 
-def run_paired(base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float) -> list[LiveStack]:
+def run_paired(
+    base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float, under: floor.FloorSide | None
+) -> list[LiveStack]:
     """Every variant's stack up at once; run i goes to each variant in turn, the order rotating per
     pair, so a noisy neighbour's burst lands on all of them alike (the machines are shared)."""
     stacks = [LiveStack(base, v, stamp) for v in variants]
@@ -232,7 +246,7 @@ def run_paired(base: Settings, variants: list[Variant], runs: int, stamp: str, t
         for i in range(runs):
             shift = i % len(stacks)
             for live in stacks[shift:] + stacks[:shift]:
-                live.run(i, timeout)
+                live.run(i, timeout, under if live is stacks[0] else None)
         for live in stacks:
             live.collect()
     finally:
@@ -313,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="all variants up at once, runs interleaved (order rotating); B/A ratios per pair against the first",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="after each run of the first variant, raw DBOS replays its shape with sleeps for its OpenCode and"
+        " sandbox time (bench/floor.py): the overhead's floor, and intentd's own part above it",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="per run phase, seconds")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -328,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
         if not server.is_running(base):
             _log(f"postgres: {server.up(base)}")
     drive = run_paired if args.paired else run_sequential
-    stacks = drive(base, variants, args.runs, stamp, args.timeout)
+    under = floor.FloorSide(base, stamp) if args.floor else None
+    try:
+        if under is not None:
+            under.start(args.timeout)
+        stacks = drive(base, variants, args.runs, stamp, args.timeout, under)
+    finally:
+        if under is not None:
+            under.stop()
     measured = []
     for live in stacks:
         result = live.summary()
@@ -355,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             for live in stacks[1:]
         }
+    if under is not None:
+        out["floor"] = {"runs": under.results, **floor.compare(stacks[0].results, under.results)}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"live-{stamp}.json"
     report.write_json(out, path)
@@ -362,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in out.get("ratios", {}).items():
         print(f"paired {name}: " + json.dumps({k: v for k, v in r.items() if k != "partsDelta_s"}))
         print(f"paired {name} overhead parts, median B-A seconds: {json.dumps(r['partsDelta_s'])}")
+    if "floor" in out:
+        print(
+            f"floor under {stacks[0].variant.name}: "
+            + json.dumps({k: v for k, v in out["floor"].items() if k != "runs"})
+        )
     _log(f"wrote {path}")
     return 0
 

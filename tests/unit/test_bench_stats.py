@@ -1,10 +1,12 @@
-"""The bench's pure helpers: percentiles, summaries, steady-state throughput, schedules, raw ops."""
+"""The bench's pure helpers: percentiles, summaries, steady-state throughput, schedules, raw ops, the
+floor's shape and timing."""
 
 from __future__ import annotations
 
 import pytest
 
-from intentd_dev.bench.raw import ops_for
+from intentd_dev.bench.floor import compare, ops_from, timing
+from intentd_dev.bench.raw import WORK_STEP, ops_for
 from intentd_dev.bench.stats import percentile, ratio, schedule, steady_throughput, summarize
 
 
@@ -78,3 +80,53 @@ def test_raw_ops_follow_the_pipelines_order() -> None:
     # begin, compile attempt, plan, wait — then the gate, the approval, and the three later steps.
     assert shape[:7] == ["tx", "tx", "step", "tx", "tx", "tx", "gate"]
     assert shape[-2:] == ["tx", "tx"]
+
+
+# A live run's operations as DBOS recorded them (merged layout, the plan approved at once).
+LIVE_OPS = [
+    "_begin_run", "CompileST", "_finish_attempt", "_wait", "DBOS.recv", "DBOS.sleep", "_apply_approval",
+    "ApplyPatchST", "_finish_attempt", "DecideST", "_finish_attempt", "ExecuteST", "_finish_attempt",
+]  # fmt: skip
+SPLIT = {"calls": {"compile": 0.17, "build": 0.14}, "sandbox": 0.05}
+
+
+def test_the_floor_replays_the_live_shape_with_each_steps_outside_work_as_its_sleep() -> None:
+    assert ops_from(LIVE_OPS, SPLIT) == [
+        ("tx", 1), ("work", 0.17), ("tx", 1), ("tx", 1), ("gate", 0), ("tx", 1),
+        ("work", 0.14), ("tx", 1), ("work", 0.0), ("tx", 1), ("work", 0.05), ("tx", 1),
+    ]  # fmt: skip
+    # The total sleep is what bench:live subtracts from the live run: its OpenCode and sandbox time.
+    assert sum(v for op, v in ops_from(LIVE_OPS, SPLIT) if op == "work") == pytest.approx(0.36)
+
+
+def test_the_floor_refuses_a_run_without_exactly_one_approval_wait() -> None:
+    with pytest.raises(ValueError, match="one approval wait"):
+        ops_from([n for n in LIVE_OPS if n != "DBOS.recv"], SPLIT)
+    with pytest.raises(ValueError, match="one approval wait"):
+        ops_from([*LIVE_OPS, "DBOS.recv"], SPLIT)
+
+
+def test_the_floor_times_the_same_phases_as_the_live_split() -> None:
+    ops = [("raw_tx", 1000.0, 1004.0), (WORK_STEP, 1005.0, 1180.0), ("raw_tx", 1181.0, 1185.0),
+           ("DBOS.recv", 1186.0, 1300.0), ("raw_tx", 1301.0, 1305.0), (WORK_STEP, 1306.0, 1450.0),
+           ("raw_tx", 1451.0, 1456.0)]  # fmt: skip
+    # enqueue at 990 -> the first work step's end at 1180; the send at 1290 -> the last tx's start at 1451
+    assert timing(990.0, ops, 1290.0) == {
+        "startToCompiled": pytest.approx(0.19),
+        "approvedToLast": pytest.approx(0.161),
+    }
+    with pytest.raises(ValueError):
+        timing(990.0, [o for o in ops if o[0] != WORK_STEP], 1290.0)
+
+
+def test_the_floor_comparison_pairs_each_live_run_with_its_own_floor_run() -> None:
+    live = [
+        {"runId": "a", "overhead": 0.2, "overheadShare": 0.4},
+        {"runId": "b", "overhead": 0.3, "overheadShare": 0.5},
+    ]
+    floors = [{"liveRun": "b", "overhead": 0.1, "overheadShare": 0.2, "operations": 13},
+              {"liveRun": "a", "overhead": 0.05, "overheadShare": 0.1, "operations": 13}]  # fmt: skip
+    found = compare(live, floors)
+    assert found["aboveFloor_s"] == {"n": 2, "median": 0.175, "min": 0.15, "max": 0.2}
+    assert found["liveOverFloor"] == {"n": 2, "median": 3.5, "min": 3.0, "max": 4.0}
+    assert found["floorShare"]["median"] == pytest.approx(0.15)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,12 +26,14 @@ from intentd.worker import admin
 WORKFLOW = "bench_raw"
 QUEUE = "bench_raw"
 GATE_TOPIC = "approval"
+WORK_STEP = "RawWork"
 
 _ds: SQLAlchemyDatasource | None = None
 
 
 def ops_for(transactions: int, writes: int) -> list[tuple[str, int]]:
-    """The workflow's sequence, shaped like intentd's run: ("tx", writes) | ("step", i) | ("gate", 0).
+    """The workflow's sequence, shaped like intentd's run: ("tx", writes) | ("step", i) | ("gate", 0)
+    (bench/floor.py adds ("work", seconds): a step that sleeps).
 
     intentd's happy path is tx(begin) · [tx step tx] · tx(plan) · tx(wait) · GATE · tx(approval) ·
     [tx step tx] × 2 · tx(decision) · [tx step tx] · tx(end): 14 transactions. Other counts keep the
@@ -84,6 +87,13 @@ def raw_step(run_id: str, index: int) -> dict[str, Any]:
     return {"run": run_id, "step": index}
 
 
+@DBOS.step(name=WORK_STEP)
+def raw_work(run_id: str, seconds: float) -> dict[str, Any]:
+    """A step that stands for an OpenCode call or a sandbox command: it takes as long (bench/floor.py)."""
+    time.sleep(seconds)
+    return {"run": run_id, "seconds": seconds}
+
+
 @DBOS.workflow(name=WORKFLOW)
 def raw_run(args: dict[str, Any]) -> dict[str, Any]:
     assert _ds is not None
@@ -94,9 +104,11 @@ def raw_run(args: dict[str, Any]) -> dict[str, Any]:
     for i, (op, value) in enumerate(ops):
         if op == "tx":
             state = "gate" if i == gate_at - 1 else "passed" if i == gate_at + 1 else "done" if i == last_tx else None
-            _ds.run_tx_step({"name": "raw_tx", "isolation_level": "READ COMMITTED"}, _writes, run_id, state, value)
+            _ds.run_tx_step({"name": "raw_tx", "isolation_level": "READ COMMITTED"}, _writes, run_id, state, int(value))
         elif op == "step":
             raw_step(run_id, int(value))
+        elif op == "work":
+            raw_work(run_id, float(value))
         else:
             while DBOS.recv(GATE_TOPIC, timeout_seconds=3600) is None:
                 pass

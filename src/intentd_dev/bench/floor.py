@@ -1,0 +1,190 @@
+"""The floor under bench:live's overhead: raw DBOS doing what a live run asks of it, and nothing else.
+
+    mise run bench:live -- --runs 20 --variants after --floor
+
+After each live run of the first variant, one raw DBOS workflow (bench/raw.py: its own worker process
+with intentd's DBOS configuration, its own database on the same server) replays that run's sequence
+of checkpointed operations, read from `dbos.operation_outputs`:
+
+- each of intentd's datasource transactions is a one-row datasource transaction;
+- each step is a step that sleeps as long as its outside work took in that live run: CompileST and
+  ApplyPatchST their OpenCode call (the ledger's claim → completion, as bench:live counts it),
+  ExecuteST its sandbox commands, DecideST nothing;
+- the approval wait is a `DBOS.recv`, sent as soon as the run reaches it (DBOS records its timeout
+  as the `DBOS.sleep` that follows).
+
+Its active time is measured between the same points as the live run's (bench/live_split.py): enqueue →
+the compile's end, then the approval's send → the start of the last transaction. What is left after
+the sleeps is what the queue pickup, DBOS's checkpoints and PostgreSQL's commits cost at the least
+for that shape on this machine: the floor of the overhead as issue 12 defines it. The live run's
+overhead minus the floor's is intentd's own code.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from dbos import DBOSClient
+
+from intentd import stack
+from intentd.config import Settings
+from intentd_dev.bench import database, raw
+
+# A live run's step → the key of its outside work in live_split.breakdown's result.
+_WORK = {"CompileST": ("calls", "compile"), "ApplyPatchST": ("calls", "build"), "ExecuteST": ("sandbox", None)}
+_STEPS = ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST")
+_POLL = 0.01
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]:
+    """A live run's operations (`dbos.operation_outputs` names, in order) as raw.py's sequence, each
+    step's sleep the live run's outside work for it (`split`: its live_split.breakdown entry)."""
+    ops: list[tuple[str, float]] = []
+    for name in names:
+        if name in _STEPS:
+            kind, key = _WORK.get(name, ("none", None))
+            seconds = (
+                split["calls"].get(key, 0.0) if kind == "calls" else split["sandbox"] if kind == "sandbox" else 0.0
+            )
+            ops.append(("work", round(float(seconds), 4)))
+        elif name == "DBOS.recv":
+            ops.append(("gate", 0))
+        elif name.startswith("DBOS."):
+            continue  # DBOS.sleep: the recv's timeout, which the raw recv records too
+        else:
+            ops.append(("tx", 1))
+    if sum(1 for op, _ in ops if op == "gate") != 1:
+        raise ValueError(f"want exactly one approval wait in the run's operations: {names}")
+    return ops
+
+
+def timing(created_ms: float, ops: list[tuple[str, float, float]], sent_ms: float) -> dict[str, float]:
+    """Active time between the live split's points: (enqueue → first work step's end) + (send → start
+    of the last operation), in seconds; `ops` are (function name, started ms, completed ms) in order."""
+    works = [o for o in ops if o[0] == raw.WORK_STEP]
+    if not works:
+        raise ValueError("the floor run recorded no work step")
+    compiled = works[0][2]
+    last_start = max(b for n, b, _ in ops if not n.startswith("DBOS."))
+    return {"startToCompiled": (compiled - created_ms) / 1000, "approvedToLast": (last_start - sent_ms) / 1000}
+
+
+class FloorSide:
+    """The raw DBOS worker and its client; `run` replays one live run's shape."""
+
+    def __init__(self, base: Settings, stamp: str) -> None:
+        admin = _port()
+        self.settings = database.bench_settings(
+            base, f"bench_live_floor_{stamp.lower()}", ADMIN_PORT=admin, DBOS__APPVERSION="bench-floor"
+        )
+        self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        database.create(self.settings)
+        env = stack.child_env(
+            self.settings,
+            DATABASE_URL=self.settings.database_url,
+            DBOS_SYSTEM_DATABASE_URL=self.settings.database_url,
+            INTENTD_EXECUTOR_ID=f"bench-floor-{stamp}",
+            LOG_LEVEL="WARNING",
+        )
+        (self.settings.tmp_dir / "run").mkdir(parents=True, exist_ok=True)
+        self.proc = stack.Proc(
+            "floor-worker",
+            [sys.executable, "-m", "intentd_dev.bench.raw"],
+            env,
+            self.settings.tmp_dir / f"floor-worker-{admin}.log",
+            self.settings.tmp_dir / "run" / f"floor-worker-{admin}.pid",
+        )
+        self.client: DBOSClient | None = None
+        self.results: list[dict[str, Any]] = []
+
+    def start(self, timeout: float) -> None:
+        self.client = DBOSClient(system_database_url=self.settings.sqlalchemy_system_url)
+        self.proc.start()
+        stack.wait_http(f"http://127.0.0.1:{self.settings.admin_port}/healthz", timeout=60, proc=self.proc)
+        warm: list[tuple[str, float]] = [("tx", 1), ("work", 0.01), ("tx", 1), ("gate", 0), ("tx", 1), ("work", 0.01), ("tx", 1)]
+        self.run(warm, timeout)  # imports, pools
+        self.results.clear()
+
+    def run(self, ops: list[tuple[str, float]], timeout: float, live_run: str | None = None) -> dict[str, Any]:
+        assert self.client is not None
+        wf = f"floor-{uuid.uuid4()}"
+        options: Any = {"workflow_name": raw.WORKFLOW, "queue_name": raw.QUEUE, "workflow_id": wf,
+                        "app_version": self.settings.app_version}  # fmt: skip
+        self.client.enqueue(options, {"run_id": wf, "ops": [list(op) for op in ops]})
+        url = self.settings.database_url
+        with psycopg.connect(url, autocommit=True) as conn:
+            self._wait(conn, "SELECT 1 FROM bench.raw_runs WHERE run_id = %s AND state = 'gate'", wf, timeout)
+            sent_ms = time.time() * 1000
+            self.client.send(wf, {"approvedBy": "bench"}, raw.GATE_TOPIC)
+            self._wait(conn, "SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = %s AND status = 'SUCCESS'", wf,
+                       timeout)  # fmt: skip
+            created, recorded = conn.execute(
+                "SELECT s.created_at, (SELECT json_agg(json_build_array(o.function_name, o.started_at_epoch_ms,"
+                " o.completed_at_epoch_ms) ORDER BY o.function_id) FROM dbos.operation_outputs o"
+                " WHERE o.workflow_uuid = s.workflow_uuid) FROM dbos.workflow_status s WHERE s.workflow_uuid = %s",
+                (wf,),
+            ).fetchone() or (None, None)
+        spans = [(n, float(b), float(e)) for n, b, e in recorded or [] if b is not None and e is not None]
+        phases = timing(float(created), spans, sent_ms)
+        work = sum(v for op, v in ops if op == "work")
+        active = phases["startToCompiled"] + phases["approvedToLast"]
+        result = {
+            "liveRun": live_run,
+            "workflowId": wf,
+            "operations": len(spans),
+            "active": active,
+            "work": work,
+            "overhead": active - work,
+            "overheadShare": (active - work) / active if active > 0 else None,
+            **phases,
+        }
+        self.results.append(result)
+        return result
+
+    @staticmethod
+    def _wait(conn: psycopg.Connection[Any], query: str, wf: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while conn.execute(query, (wf,)).fetchone() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"floor run {wf} stuck: {query}")
+            time.sleep(_POLL)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.destroy()
+        self.proc.kill()
+
+
+def compare(live_runs: list[dict[str, Any]], floor_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per pair (a live run and its floor run): the floor's overhead and share, and the live overhead
+    above the floor (intentd's own code); medians with the min–max."""
+    by_live = {f["liveRun"]: f for f in floor_runs}
+    pairs = [(r, by_live[r["runId"]]) for r in live_runs if r["runId"] in by_live]
+
+    def stat(values: list[float]) -> dict[str, float | int | None]:
+        if not values:
+            return {"n": 0, "median": None, "min": None, "max": None}
+        return {"n": len(values), "median": round(statistics.median(values), 4), "min": round(min(values), 4),
+                "max": round(max(values), 4)}  # fmt: skip
+
+    return {
+        "floorOverhead_s": stat([f["overhead"] for _, f in pairs]),
+        "floorShare": stat([f["overheadShare"] for _, f in pairs if f["overheadShare"] is not None]),
+        "liveOverhead_s": stat([r["overhead"] for r, _ in pairs]),
+        "liveShare": stat([r["overheadShare"] for r, _ in pairs]),
+        "aboveFloor_s": stat([r["overhead"] - f["overhead"] for r, f in pairs]),
+        "liveOverFloor": stat([r["overhead"] / f["overhead"] for r, f in pairs if f["overhead"] > 0]),
+        "floorOperations": stat([float(f["operations"]) for _, f in pairs]),
+    }
