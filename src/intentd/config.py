@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # ... and the queues no run waits on: branch deliveries and webhook deliveries. Each poll costs
     # the worker ~2 ms of CPU and PostgreSQL a few queries, whether or not anything is queued.
     background_queue_poll_seconds: float = Field(0.5, gt=0, validation_alias="INTENTD_BACKGROUND_QUEUE_POLL_SECONDS")
+    # How long a starting worker waits for PostgreSQL to answer (a server still starting, restarting)
+    # before it exits with status 69 and one line naming the server; 0: one try.
+    db_wait_seconds: float = Field(60.0, ge=0, validation_alias="INTENTD_DB_WAIT_SECONDS")
     worker_heartbeat_seconds: float = Field(2.0, validation_alias="INTENTD_HEARTBEAT_SECONDS")
     # Fleet (docs/fleet.md): an executor whose heartbeat is older than this is taken over by a
     # surviving worker of the same app version (its generation bumped: the old process is fenced).

@@ -3,6 +3,7 @@ datasource, so app rows and DBOS's enqueue/send can commit in one transaction) a
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 import time
@@ -12,6 +13,11 @@ import psycopg
 import sqlalchemy as sa
 
 from intentd.config import Settings
+
+log = logging.getLogger("intentd.db")
+
+# EX_UNAVAILABLE: a worker that found no database to start on (a supervisor may start it again).
+UNAVAILABLE_EXIT_CODE = 69
 
 # A pooled connection idle longer than this gets a real round trip on checkout (a firewall or NAT may
 # drop a long-idle connection without either end noticing); a younger one only the socket check.
@@ -109,3 +115,36 @@ def database_outage(exc: BaseException) -> bool:
             return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return False
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer within the wait a starting process gives it."""
+
+
+def wait_for_database(engine: sa.Engine, seconds: float, *, sleep: Any = time.sleep) -> None:
+    """Return once `engine` answers `SELECT 1`; while the database is away (refused, restarting: see
+    database_outage), retry with backoff (0.5 s doubling to 5 s), logging each wait, for up to
+    `seconds`, then raise DatabaseUnavailable naming the server and the last reason. Any other error
+    (a wrong password, a missing database) is raised at once: waiting would not change it."""
+    url = engine.url
+    where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    deadline = time.monotonic() + seconds
+    delay = 0.5
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return
+        except Exception as exc:
+            if not database_outage(exc):
+                raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DatabaseUnavailable(
+                    f"PostgreSQL at {where} did not answer within {seconds:g} s (INTENTD_DB_WAIT_SECONDS): {reason}"
+                ) from None
+            wait = min(delay, left)
+            log.warning("waiting for PostgreSQL at %s: %s; next try in %.1f s", where, reason, wait)
+            sleep(wait)
+            delay = min(delay * 2, 5.0)

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from intentd import __version__, delivery, offload
 from intentd.config import Settings, get_settings
-from intentd.db import parked
+from intentd.db import connection, parked
 from intentd.db.calls import SqlCallStore
 from intentd.db.connection import create_engine, datasource_pool_size
 from intentd.hardening import restrict_umask
@@ -87,6 +87,7 @@ def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     # named after it, and the database refuses their side-effect writes once it is bumped (fencing).
     registrar = create_engine(settings, pool_size=1, application_name="intentd-fleet")
     try:
+        connection.wait_for_database(registrar, settings.db_wait_seconds)
         generation = fleet.register(registrar, settings, ident)
     finally:
         registrar.dispose()
@@ -245,6 +246,12 @@ def main() -> None:
         worker = start(get_settings())
     except fleet.ExecutorIdInUse as exc:
         log.critical("worker refuses to start: %s", exc.message)
+        raise SystemExit(2) from None
+    except connection.DatabaseUnavailable as exc:
+        log.critical("worker cannot start: %s", exc)
+        raise SystemExit(connection.UNAVAILABLE_EXIT_CODE) from None
+    except sa.exc.OperationalError as exc:  # the server answered and refused: a password, a database name
+        log.critical("worker cannot start: the database refused: %s", str(exc.orig).strip().splitlines()[0])
         raise SystemExit(2) from None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
