@@ -113,7 +113,7 @@ class FloorSide:
         self.client = DBOSClient(system_database_url=self.settings.sqlalchemy_system_url)
         self.proc.start()
         stack.wait_http(f"http://127.0.0.1:{self.settings.admin_port}/healthz", timeout=60, proc=self.proc)
-        warm: list[tuple[str, float]] = [("tx", 1), ("work", 0.01), ("tx", 1), ("gate", 0), ("tx", 1), ("work", 0.01), ("tx", 1)]
+        warm: list[tuple[str, float]] = [("tx", 1), ("work", 0.01), ("tx", 1), ("gate", 0), ("tx", 1)]
         self.run(warm, timeout)  # imports, pools
         self.results.clear()
 
