@@ -167,8 +167,14 @@ class LiveStack:
         if under is not None:
             run_id = self.results[-1]["runId"]
             rows = live_split.fetch(self.settings.database_url, [run_id])
-            names = [op[0] for op in rows[0][7] or []]
-            under.run(floor.ops_from(names, live_split.breakdown(rows, {})[run_id]), timeout, run_id)
+            try:
+                if not rows:
+                    raise ValueError("no applied approval")
+                ops = floor.ops_from([op[0] for op in rows[0][7] or []], live_split.breakdown(rows, {})[run_id])
+            except ValueError as exc:
+                _log(f"{self.variant.name}: no floor run for {run_id}: {exc}")
+                return
+            under.run(ops, timeout, run_id)
 
     def collect(self) -> None:
         """Each run's split, read while the daemon still answers for its sessions' own timestamps."""

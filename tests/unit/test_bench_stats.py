@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from intentd_dev.bench.floor import compare, ops_from, timing
-from intentd_dev.bench.raw import WORK_STEP, ops_for
+from intentd_dev.bench.raw import ops_for
 from intentd_dev.bench.stats import percentile, ratio, schedule, steady_throughput, summarize
 
 
@@ -99,24 +99,29 @@ def test_the_floor_replays_the_live_shape_with_each_steps_outside_work_as_its_sl
     assert sum(v for op, v in ops_from(LIVE_OPS, SPLIT) if op == "work") == pytest.approx(0.36)
 
 
-def test_the_floor_refuses_a_run_without_exactly_one_approval_wait() -> None:
+def test_the_floor_refuses_a_shape_it_cannot_replay_faithfully() -> None:
     with pytest.raises(ValueError, match="one approval wait"):
         ops_from([n for n in LIVE_OPS if n != "DBOS.recv"], SPLIT)
     with pytest.raises(ValueError, match="one approval wait"):
         ops_from([*LIVE_OPS, "DBOS.recv"], SPLIT)
+    # a retried step: its calls are kept by name, so its sleeps would not be its own
+    with pytest.raises(ValueError, match="more than once"):
+        ops_from([*LIVE_OPS[:3], "CompileST", *LIVE_OPS[3:]], SPLIT)
 
 
-def test_the_floor_times_the_same_phases_as_the_live_split() -> None:
-    ops = [("raw_tx", 1000.0, 1004.0), (WORK_STEP, 1005.0, 1180.0), ("raw_tx", 1181.0, 1185.0),
-           ("DBOS.recv", 1186.0, 1300.0), ("raw_tx", 1301.0, 1305.0), (WORK_STEP, 1306.0, 1450.0),
-           ("raw_tx", 1451.0, 1456.0)]  # fmt: skip
-    # enqueue at 990 -> the first work step's end at 1180; the send at 1290 -> the last tx's start at 1451
-    assert timing(990.0, ops, 1290.0) == {
-        "startToCompiled": pytest.approx(0.19),
-        "approvedToLast": pytest.approx(0.161),
+def test_the_floor_times_the_same_points_as_the_live_split() -> None:
+    ops = ops_from(LIVE_OPS, SPLIT)
+    # raw.py stamps now() in bench.raw_writes for each transaction that does not move the run's state:
+    # here _begin_run (0), the _finish_attempt after CompileST (2), after ApplyPatchST (7), after
+    # DecideST (9). The live split ends its first phase at the second one's now() (CompileST's
+    # finished_at is written there) and its second at the last transaction's now() (bench.raw_runs).
+    marks = [1000.0, 1190.0, 1400.0, 1420.0]
+    assert timing(ops, 990.0, marks, 1290.0, 1475.0) == {
+        "startToCompiled": pytest.approx(0.2),
+        "approvedToLast": pytest.approx(0.185),
     }
-    with pytest.raises(ValueError):
-        timing(990.0, [o for o in ops if o[0] != WORK_STEP], 1290.0)
+    with pytest.raises(ValueError, match="want 4 stamped transactions, found 3"):
+        timing(ops, 990.0, marks[:3], 1290.0, 1475.0)
 
 
 def test_the_floor_comparison_pairs_each_live_run_with_its_own_floor_run() -> None:

@@ -121,24 +121,52 @@ class DatabaseUnavailable(Exception):
     """The database did not answer within the wait a starting process gives it."""
 
 
-def wait_for_database(engine: sa.Engine, seconds: float, *, sleep: Any = time.sleep) -> None:
-    """Return once `engine` answers `SELECT 1`; while the database is away (refused, restarting: see
-    database_outage), retry with backoff (0.5 s doubling to 5 s), logging each wait, for up to
-    `seconds`, then raise DatabaseUnavailable naming the server and the last reason. Any other error
-    (a wrong password, a missing database) is raised at once: waiting would not change it."""
-    url = engine.url
-    where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+class DatabaseRefused(Exception):
+    """The server answered and refused the connection (a password, a database name, a role): waiting
+    would not change it."""
+
+
+# libpq's texts of a server that answered FATAL yet may take the connection soon: it is starting, is
+# stopping, is in recovery, or is full. libpq gives no SQLSTATE for a failed connection, so these are
+# matched on its (English) message; any other FATAL is a refusal.
+_TRANSIENT_FATAL = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def wait_for_database(url: str, seconds: float, *, sleep: Any = time.sleep) -> None:
+    """Return once the database at libpq `url` takes a connection. While nothing answers (refused,
+    timed out) or the server says it is starting, stopping, in recovery or full, retry with backoff
+    (0.5 s doubling to 5 s; each try at most 10 s), logging each wait, for up to `seconds`; then raise
+    DatabaseUnavailable naming the server and the last reason. A server that refuses (a password, a
+    missing database) raises DatabaseRefused at once."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
     deadline = time.monotonic() + seconds
     delay = 0.5
     while True:
+        left = deadline - time.monotonic()
         try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            # libpq's connect_timeout is whole seconds, at least 2
+            with psycopg.connect(url, connect_timeout=max(2, min(10, int(left) + 1)), autocommit=True) as conn:
+                conn.execute("SELECT 1")
             return
-        except Exception as exc:
-            if not database_outage(exc):
-                raise
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        except psycopg.OperationalError as exc:
+            reason = _first_line(exc)
+            text = str(exc)
+            if "FATAL:" in text and not any(t in text for t in _TRANSIENT_FATAL):
+                raise DatabaseRefused(f"PostgreSQL at {where} refused the connection: {reason}") from None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DatabaseUnavailable(

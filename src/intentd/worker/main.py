@@ -80,14 +80,15 @@ class Worker:
 def start(settings: Settings, *, admin_http: bool = True) -> Worker:
     """Configure and launch DBOS with the workflow, register the recipes' queues, join the fleet.
 
-    Raises fleet.ExecutorIdInUse while another live worker holds this executor id.
+    Raises fleet.ExecutorIdInUse while another live worker holds this executor id, and
+    connection.DatabaseUnavailable / DatabaseRefused when PostgreSQL never answers or refuses.
     """
     ident = executor_id(settings)
+    connection.wait_for_database(settings.database_url, settings.db_wait_seconds)
     # The executor's new generation, before DBOS recovers its workflows: every connection below is
     # named after it, and the database refuses their side-effect writes once it is bumped (fencing).
     registrar = create_engine(settings, pool_size=1, application_name="intentd-fleet")
     try:
-        connection.wait_for_database(registrar, settings.db_wait_seconds)
         generation = fleet.register(registrar, settings, ident)
     finally:
         registrar.dispose()
@@ -250,8 +251,8 @@ def main() -> None:
     except connection.DatabaseUnavailable as exc:
         log.critical("worker cannot start: %s", exc)
         raise SystemExit(connection.UNAVAILABLE_EXIT_CODE) from None
-    except sa.exc.OperationalError as exc:  # the server answered and refused: a password, a database name
-        log.critical("worker cannot start: the database refused: %s", str(exc.orig).strip().splitlines()[0])
+    except connection.DatabaseRefused as exc:
+        log.critical("worker cannot start: %s", exc)
         raise SystemExit(2) from None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,8 +13,10 @@ of checkpointed operations, read from `dbos.operation_outputs`:
 - the approval wait is a `DBOS.recv`, sent as soon as the run reaches it (DBOS records its timeout
   as the `DBOS.sleep` that follows).
 
-Its active time is measured between the same points as the live run's (bench/live_split.py): enqueue →
-the compile's end, then the approval's send → the start of the last transaction. What is left after
+Its active time is measured between the same points as the live run's (bench/live_split.py), each
+read the same way: enqueue → `now()` in the transaction after the compile step (the live run: its
+`_finish_attempt`, which stamps CompileST's `finished_at`), then the approval's send → `now()` in the
+last transaction (the live run: the one that stamps the run's `finished_at`). What is left after
 the sleeps is what the queue pickup, DBOS's checkpoints and PostgreSQL's commits cost at the least
 for that shape on this machine: the floor of the overhead as issue 12 defines it. The live run's
 overhead minus the floor's is intentd's own code.
@@ -50,7 +52,12 @@ def _port() -> int:
 
 def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]:
     """A live run's operations (`dbos.operation_outputs` names, in order) as raw.py's sequence, each
-    step's sleep the live run's outside work for it (`split`: its live_split.breakdown entry)."""
+    step's sleep the live run's outside work for it (`split`: its live_split.breakdown entry). A run
+    that ran a step twice (a retry, a recompile) or waited other than once has no floor here: its
+    calls are kept by name, one time each (ValueError)."""
+    steps = [n for n in names if n in _STEPS]
+    if len(steps) != len(set(steps)):
+        raise ValueError(f"a step ran more than once: {names}")
     ops: list[tuple[str, float]] = []
     for name in names:
         if name in _STEPS:
@@ -67,18 +74,36 @@ def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]
             ops.append(("tx", 1))
     if sum(1 for op, _ in ops if op == "gate") != 1:
         raise ValueError(f"want exactly one approval wait in the run's operations: {names}")
+    gate = next(i for i, (op, _) in enumerate(ops) if op == "gate")
+    if max(i for i, (op, _) in enumerate(ops) if op == "tx") <= gate + 1:
+        raise ValueError(f"want a transaction after the one that follows the approval: {names}")
+    marked = _marked(ops)
+    first_work = next((i for i, (op, _) in enumerate(ops) if op == "work"), None)
+    if first_work is None or first_work + 1 not in marked:
+        raise ValueError(f"want a plain transaction right after the first step: {names}")
     return ops
 
 
-def timing(created_ms: float, ops: list[tuple[str, float, float]], sent_ms: float) -> dict[str, float]:
-    """Active time between the live split's points: (enqueue → first work step's end) + (send → start
-    of the last operation), in seconds; `ops` are (function name, started ms, completed ms) in order."""
-    works = [o for o in ops if o[0] == raw.WORK_STEP]
-    if not works:
-        raise ValueError("the floor run recorded no work step")
-    compiled = works[0][2]
-    last_start = max(b for n, b, _ in ops if not n.startswith("DBOS."))
-    return {"startToCompiled": (compiled - created_ms) / 1000, "approvedToLast": (last_start - sent_ms) / 1000}
+def _marked(ops: list[tuple[str, float]]) -> list[int]:
+    """The indexes of the transactions raw.py stamps in bench.raw_writes (one row each, `at` = now()):
+    all but the three that move bench.raw_runs' state (before and after the gate, the last)."""
+    gate = next(i for i, (op, _) in enumerate(ops) if op == "gate")
+    last = max(i for i, (op, _) in enumerate(ops) if op == "tx")
+    return [i for i, (op, _) in enumerate(ops) if op == "tx" and i not in (gate - 1, gate + 1, last)]
+
+
+def timing(
+    ops: list[tuple[str, float]], created_ms: float, marks_ms: list[float], sent_ms: float, done_ms: float
+) -> dict[str, float]:
+    """Active time between the live split's points, in seconds: (enqueue → `now()` of the transaction
+    after the first step) + (send → `now()` of the last transaction). `marks_ms` are the stamped
+    transactions' `now()` in order (bench.raw_writes), `done_ms` the last one's (bench.raw_runs)."""
+    marked = _marked(ops)
+    if len(marks_ms) != len(marked):
+        raise ValueError(f"want {len(marked)} stamped transactions, found {len(marks_ms)}")
+    first_work = next(i for i, (op, _) in enumerate(ops) if op == "work")
+    compiled = marks_ms[marked.index(first_work + 1)]
+    return {"startToCompiled": (compiled - created_ms) / 1000, "approvedToLast": (done_ms - sent_ms) / 1000}
 
 
 class FloorSide:
@@ -113,7 +138,7 @@ class FloorSide:
         self.client = DBOSClient(system_database_url=self.settings.sqlalchemy_system_url)
         self.proc.start()
         stack.wait_http(f"http://127.0.0.1:{self.settings.admin_port}/healthz", timeout=60, proc=self.proc)
-        warm: list[tuple[str, float]] = [("tx", 1), ("work", 0.01), ("tx", 1), ("gate", 0), ("tx", 1)]
+        warm = [("tx", 1), ("work", 0.01), ("tx", 1), ("tx", 1), ("gate", 0), ("tx", 1), ("work", 0.01), ("tx", 1)]
         self.run(warm, timeout)  # imports, pools
         self.results.clear()
 
@@ -130,20 +155,28 @@ class FloorSide:
             self.client.send(wf, {"approvedBy": "bench"}, raw.GATE_TOPIC)
             self._wait(conn, "SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = %s AND status = 'SUCCESS'", wf,
                        timeout)  # fmt: skip
-            created, recorded = conn.execute(
-                "SELECT s.created_at, (SELECT json_agg(json_build_array(o.function_name, o.started_at_epoch_ms,"
-                " o.completed_at_epoch_ms) ORDER BY o.function_id) FROM dbos.operation_outputs o"
-                " WHERE o.workflow_uuid = s.workflow_uuid) FROM dbos.workflow_status s WHERE s.workflow_uuid = %s",
+            created, done, operations = conn.execute(
+                "SELECT s.created_at, extract(epoch FROM r.updated_at) * 1000,"
+                " (SELECT count(*) FROM dbos.operation_outputs o WHERE o.workflow_uuid = s.workflow_uuid)"
+                " FROM dbos.workflow_status s JOIN bench.raw_runs r ON r.run_id = s.workflow_uuid"
+                " WHERE s.workflow_uuid = %s AND r.state = 'done'",
                 (wf,),
-            ).fetchone() or (None, None)
-        spans = [(n, float(b), float(e)) for n, b, e in recorded or [] if b is not None and e is not None]
-        phases = timing(float(created), spans, sent_ms)
+            ).fetchone() or (None, None, None)
+            marks = [
+                float(at)
+                for (at,) in conn.execute(
+                    "SELECT extract(epoch FROM at) * 1000 FROM bench.raw_writes WHERE run_id = %s ORDER BY id", (wf,)
+                ).fetchall()
+            ]
+        if created is None:
+            raise RuntimeError(f"floor run {wf} ended without its last transaction")
+        phases = timing(ops, float(created), marks, sent_ms, float(done))
         work = sum(v for op, v in ops if op == "work")
         active = phases["startToCompiled"] + phases["approvedToLast"]
         result = {
             "liveRun": live_run,
             "workflowId": wf,
-            "operations": len(spans),
+            "operations": int(operations),
             "active": active,
             "work": work,
             "overhead": active - work,

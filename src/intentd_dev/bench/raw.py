@@ -128,6 +128,8 @@ def main() -> None:
         "application_version": settings.app_version,
         "executor_id": settings.executor_id or "bench-raw",
         "sys_db_pool_size": 20,
+        # As the worker: checkouts checked by db.connection's socket check, not a SELECT 1 each.
+        "db_engine_kwargs": {"pool_pre_ping": False},
         "notification_listener_polling_interval_sec": 0.05,
     }
     DBOS(config=config)
