@@ -287,6 +287,45 @@ def test_the_timer_of_a_run_whose_worker_is_gone_still_fires(api: TestClient, wo
     assert wait_status(api, run_id, "expired", timeout=30)["status"] == "expired"
 
 
+@pytest.mark.parametrize("state", ["taken_over", "live"])
+def test_a_takeover_moves_the_dead_workers_woken_runs_and_drops_its_wake_queue(
+    api: TestClient, worker: Any, settings: Settings, state: str
+) -> None:
+    """parked.adopt: a run woken onto a dead worker's wake queue moves to the claimant's and goes on
+    there; the dead worker's queue leaves DBOS's registry, unless that executor is live again."""
+    dead = f"it-adopted-{state}"
+    intent_id, run_id = start_run(api, f"demo adopted {state}")
+    wait_status(api, run_id, "waiting_input")
+    _wait_parked(settings, intent_id)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO app.workers (executor_id, app_version, pid, host, state, heartbeat_at)"
+            " VALUES (%s, 'it', 1, 'gone', %s, now())",
+            (dead, state),
+        )
+        conn.execute("INSERT INTO dbos.queues (name) VALUES (%s)", (parked.wake_queue(dead),))
+        # Woken onto the dead worker's queue (as a wake routed there just before it died would be).
+        conn.execute("DELETE FROM app.parked WHERE workflow_id = %s", (intent_id,))
+        conn.execute(
+            "UPDATE dbos.workflow_status SET queue_name = %s WHERE workflow_uuid = %s",
+            (parked.wake_queue(dead), intent_id),
+        )
+    engine = create_engine(settings, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            assert parked.adopt(conn, "dbos", dead, "it-park") == 1
+    finally:
+        engine.dispose()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        queues = {r[0] for r in conn.execute("SELECT name FROM dbos.queues").fetchall()}
+    assert parked.wake_queue("it-park") in queues
+    assert (parked.wake_queue(dead) in queues) is (state == "live")
+    # Its workflow is on this worker's wake queue: dequeued, it replays to the gate and waits (parks) again.
+    _wait_parked(settings, intent_id)
+    assert api.post(f"/runs/{run_id}/approve-plan", json={"approvedBy": "po"}).status_code == 202
+    wait_status(api, run_id, "succeeded")
+
+
 def test_a_database_error_while_parking_is_retried(
     api: TestClient, worker: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

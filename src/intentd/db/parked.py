@@ -167,7 +167,8 @@ def wake_due(conn: sa.Connection, schema: str, executor_id: str, stale_seconds: 
 
 def adopt(conn: sa.Connection, schema: str, dead: str, claimant: str) -> int:
     """A takeover: the dead worker's woken runs it never dequeued go to the claimant's wake queue,
-    and its parked runs are the claimant's to wake (their timers fire on its waker)."""
+    its parked runs are the claimant's to wake (their timers fire on its waker), and its wake queue
+    leaves DBOS's queue registry."""
     conn.execute(
         sa.text("UPDATE app.parked SET executor_id = :mine WHERE executor_id = :theirs"),
         {"mine": claimant, "theirs": dead},
@@ -177,5 +178,16 @@ def adopt(conn: sa.Connection, schema: str, dead: str, claimant: str) -> int:
             f"UPDATE {schema}.workflow_status SET queue_name = :mine WHERE queue_name = :theirs AND status = 'ENQUEUED'"
         ),
         {"mine": wake_queue(claimant), "theirs": wake_queue(dead)},
+    )
+    # Nobody listens on that wake queue now: its row in DBOS's queue registry goes too, so executor ids
+    # that never come back (a host renamed, a pod replaced) leave no queue behind for every worker's
+    # queue manager to list each second. Not while the executor is live again (it registered since
+    # the claim); a restart under that id later registers the queue anew.
+    conn.execute(
+        sa.text(
+            f"DELETE FROM {schema}.queues WHERE name = :theirs AND NOT EXISTS"
+            " (SELECT 1 FROM app.workers WHERE executor_id = :dead AND state = 'live')"
+        ),
+        {"theirs": wake_queue(dead), "dead": dead},
     )
     return moved.rowcount or 0
