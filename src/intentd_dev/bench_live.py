@@ -14,7 +14,7 @@ another commit's code; `--paired` runs all variants at once, interleaved, and re
 paired ratios against the first: the A/B design for a shared, noisy machine. `--floor` follows each
 run of the first variant with raw DBOS replaying its shape, its OpenCode and sandbox time slept
 (bench/floor.py): the least overhead DBOS and PostgreSQL allow that run here, and intentd's own part
-above it. Writes bench/results/live-<stamp>.json.
+above it. Writes bench/results/live-<stamp>.json, then drops its databases (`--keep-db` keeps them).
 """
 
 from __future__ import annotations
@@ -189,12 +189,14 @@ class LiveStack:
         self.disk = disk.per_run(self.settings, [r["runId"] for r in self.results])
         _log(f"{self.variant.name}: {disk.line(self.disk)}")
 
-    def stop(self) -> None:
+    def stop(self, keep_db: bool) -> None:
         if self.http is not None:
             self.http.close()
         self.shim.kill()
         self.worker.kill()
         daemon.down(self.settings)
+        if not keep_db:  # everything the report needs was read by collect()
+            database.drop(self.settings)
 
     def summary(self) -> dict[str, Any]:
         runs = self.results
@@ -222,7 +224,13 @@ class LiveStack:
 
 
 def run_sequential(
-    base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float, under: floor.FloorSide | None
+    base: Settings,
+    variants: list[Variant],
+    runs: int,
+    stamp: str,
+    timeout: float,
+    under: floor.FloorSide | None,
+    keep_db: bool = False,
 ) -> list[LiveStack]:
     """Each variant's stack in turn: up, warm-up, `runs` runs one after another, down (the first
     variant's runs each followed by their floor run, with `under`)."""
@@ -235,13 +243,19 @@ def run_sequential(
                 live.run(i, timeout, under if n == 0 else None)
             live.collect()
         finally:
-            live.stop()
+            live.stop(keep_db)
         done.append(live)
     return done
 
 
 def run_paired(
-    base: Settings, variants: list[Variant], runs: int, stamp: str, timeout: float, under: floor.FloorSide | None
+    base: Settings,
+    variants: list[Variant],
+    runs: int,
+    stamp: str,
+    timeout: float,
+    under: floor.FloorSide | None,
+    keep_db: bool = False,
 ) -> list[LiveStack]:
     """Every variant's stack up at once; run i goes to each variant in turn, the order rotating per
     pair, so a noisy neighbour's burst lands on all of them alike (the machines are shared)."""
@@ -257,7 +271,7 @@ def run_paired(
             live.collect()
     finally:
         for live in stacks:
-            live.stop()
+            live.stop(keep_db)
     return stacks
 
 
@@ -340,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         " sandbox time (bench/floor.py): the overhead's floor, and intentd's own part above it",
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per run phase, seconds")
+    parser.add_argument("--keep-db", action="store_true", help="keep each variant's database for inspection")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     variants = _variants(args, parser)
@@ -358,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if under is not None:
             under.start(args.timeout)
-        stacks = drive(base, variants, args.runs, stamp, args.timeout, under)
+        stacks = drive(base, variants, args.runs, stamp, args.timeout, under, args.keep_db)
     finally:
         if under is not None:
-            under.stop()
+            under.stop(args.keep_db)
     measured = []
     for live in stacks:
         result = live.summary()

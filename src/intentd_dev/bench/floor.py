@@ -194,10 +194,12 @@ class FloorSide:
                 raise RuntimeError(f"floor run {wf} stuck: {query}")
             time.sleep(_POLL)
 
-    def stop(self) -> None:
+    def stop(self, keep_db: bool = False) -> None:
         if self.client is not None:
             self.client.destroy()
         self.proc.kill()
+        if not keep_db:
+            database.drop(self.settings)
 
 
 def compare(live_runs: list[dict[str, Any]], floor_runs: list[dict[str, Any]]) -> dict[str, Any]:
