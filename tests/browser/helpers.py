@@ -26,7 +26,12 @@ def file_intent(page: Page, base: str, goal: str, recipe: str | None = None) -> 
     return found.group(1)
 
 
-def expect_status(page: Page, status: str, timeout: float = 60.0) -> None:
+# The page follows the run's event stream; its fallback poll is every 30 s. A status that shows only
+# after LIVE_SECONDS was missed by the stream (an event lost during a refresh), not slow to come.
+LIVE_SECONDS = 15.0
+
+
+def expect_status(page: Page, status: str, timeout: float = LIVE_SECONDS) -> None:
     expect(page.locator("#run-status")).to_have_text(status, timeout=timeout * 1000)
 
 

@@ -1,11 +1,27 @@
 // The console's only script of its own (CSP: script-src 'self'): draws the diff with diff2html,
-// keeps the layout the operator chose across live refreshes, and lists the run's live events.
+// keeps the layout the operator chose across live refreshes, lists the run's live events, and
+// refreshes the run's body once more when an event came while a refresh was in flight.
 // Every text from the server goes in as textContent: nothing here builds HTML from agent output.
 (function () {
   "use strict";
   var LAYOUT_KEY = "intentd.diffLayout";
   var EVENT_TYPES = ["run.status", "step.started", "step.finished", "plan.compiled", "question.asked",
     "decision", "verdict", "sandbox.command", "run.reminder"];
+  // The events the run's body refreshes on (its hx-trigger in _run_body.html).
+  var BODY_EVENTS = ["run.status", "step.finished", "plan.compiled", "decision", "sandbox.command", "verdict"];
+  // htmx sends one request per element and drops a trigger while one is in flight, and a body swapped
+  // in replaces the element a queued one would have run on: an event that lands during a refresh
+  // (a run that recompiles in 0.1 s after an answer) would wait for the 30 s poll. So after each
+  // refresh of the body, one more when such an event came since that refresh was asked for.
+  var bodyEventAt = 0;
+  var bodyAskedAt = 0;
+
+  function isBody(el) { return !!el && el.id === "run-body"; }
+
+  function resyncIfStale() {
+    var body = document.getElementById("run-body");
+    if (body && bodyEventAt > bodyAskedAt && window.htmx) { window.htmx.trigger(body, "intentd-resync"); }
+  }
 
   function layout() {
     try { return sessionStorage.getItem(LAYOUT_KEY) || "side-by-side"; } catch (e) { return "side-by-side"; }
@@ -60,6 +76,17 @@
     EVENT_TYPES.forEach(function (type) {
       source.addEventListener(type, function (e) { addEvent(list, type, e.data); });
     });
+    BODY_EVENTS.forEach(function (type) {
+      source.addEventListener(type, function () { bodyEventAt = performance.now(); });
+    });
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    if (isBody(evt.detail && evt.detail.target)) { bodyAskedAt = performance.now(); }
+  });
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    // 204: nothing changed then, so no swap follows; a swap is checked once settled (below).
+    if (isBody(evt.detail && evt.detail.target) && evt.detail.xhr && evt.detail.xhr.status === 204) { resyncIfStale(); }
   });
 
   document.addEventListener("DOMContentLoaded", drawDiff);
@@ -67,5 +94,6 @@
     if (evt.target && (evt.target.id === "run-body" || evt.target.querySelector && evt.target.querySelector("#diff-source"))) {
       drawDiff();
     }
+    if (isBody(evt.target)) { resyncIfStale(); }
   });
 })();
