@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -36,16 +35,11 @@ from intentd.config import REPO_ROOT, Settings
 from intentd.oc import daemon
 from intentd_dev.bench import database, disk, floor, live_split, report
 from intentd_dev.bench.stats import percentile
+from intentd_dev.ports import free_port
 from intentd_dev.unwind import stop_on_sigterm
 
 GOALS = {"start_to_gate_p50_s": 1.0, "approve_to_succeeded_p50_s": 0.6, "overhead_share_max": 0.10}
 _POLL = 0.01
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _log(msg: str) -> None:
@@ -119,10 +113,10 @@ class LiveStack:
         settings = database.bench_settings(
             base,
             name,
-            PORT=_port(),
-            ADMIN_PORT=_port(),
-            OC_SERVER_PORT=_port(),
-            FIXTURE_MODEL_PORT=_port(),
+            PORT=free_port(),
+            ADMIN_PORT=free_port(),
+            OC_SERVER_PORT=free_port(),
+            FIXTURE_MODEL_PORT=free_port(),
             OC_MODE="live",
             DBOS__APPVERSION="bench-live",
             INTENTD_OC_LEAN=variant.name != "before",

@@ -19,12 +19,7 @@ import pytest
 
 from intentd.config import REPO_ROOT, Settings
 from intentd.db import connection
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.oc_helpers import free_port
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -103,7 +98,7 @@ def test_the_wait_returns_once_a_late_database_answers(late: tuple[LateListener,
 
 
 def test_the_wait_gives_up_naming_the_server_and_the_reason() -> None:
-    port = _free_port()  # nothing listens
+    port = free_port()  # nothing listens
     started = time.monotonic()
     with pytest.raises(connection.DatabaseUnavailable) as caught:
         connection.wait_for_database(f"postgresql://postgres@127.0.0.1:{port}/app_local", 1)
@@ -132,7 +127,7 @@ def _start_worker(tmp_path: os.PathLike[str], url: str) -> subprocess.CompletedP
         **os.environ,
         "DATABASE_URL": url,
         "DBOS_SYSTEM_DATABASE_URL": url,
-        "ADMIN_PORT": str(_free_port()),
+        "ADMIN_PORT": str(free_port()),
         "INTENTD_DB_WAIT_SECONDS": "1",
         "INTENTD_TMP": str(tmp_path),
         "LOG_LEVEL": "INFO",
@@ -156,7 +151,7 @@ def _one_fatal_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_a_worker_with_no_database_exits_69_with_one_line_not_a_traceback(tmp_path: os.PathLike[str]) -> None:
-    port = _free_port()
+    port = free_port()
     done = _start_worker(tmp_path, f"postgresql://postgres@127.0.0.1:{port}/app_local")
     assert done.returncode == connection.UNAVAILABLE_EXIT_CODE == 69, done.stderr
     line = _one_fatal_line(done)

@@ -7,6 +7,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -145,7 +146,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def wait_for_database(url: str, seconds: float, *, sleep: Any = time.sleep) -> None:
+def wait_for_database(url: str, seconds: float, *, sleep: Callable[[float], None] = time.sleep) -> None:
     """Return once the database at libpq `url` takes a connection. While nothing answers (refused,
     timed out) or the server says it is starting, stopping, in recovery or full, retry with backoff
     (0.5 s doubling to 5 s; each try at most 10 s), logging each wait, for up to `seconds`; then raise

@@ -24,7 +24,6 @@ overhead minus the floor's is intentd's own code.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import sys
 import time
@@ -37,17 +36,10 @@ from dbos import DBOSClient
 from intentd import stack
 from intentd.config import Settings
 from intentd_dev.bench import database, raw
+from intentd_dev.ports import free_port
 
-# A live run's step → the key of its outside work in live_split.breakdown's result.
-_WORK = {"CompileST": ("calls", "compile"), "ApplyPatchST": ("calls", "build"), "ExecuteST": ("sandbox", None)}
 _STEPS = ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST")
 _POLL = 0.01
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]:
@@ -61,11 +53,7 @@ def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]
     ops: list[tuple[str, float]] = []
     for name in names:
         if name in _STEPS:
-            kind, key = _WORK.get(name, ("none", None))
-            seconds = (
-                split["calls"].get(key, 0.0) if kind == "calls" else split["sandbox"] if kind == "sandbox" else 0.0
-            )
-            ops.append(("work", round(float(seconds), 4)))
+            ops.append(("work", round(_outside_work(name, split), 4)))
         elif name == "DBOS.recv":
             ops.append(("gate", 0))
         elif name.startswith("DBOS."):
@@ -82,6 +70,17 @@ def ops_from(names: list[str], split: dict[str, Any]) -> list[tuple[str, float]]
     if first_work is None or first_work + 1 not in marked:
         raise ValueError(f"want a plain transaction right after the first step: {names}")
     return ops
+
+
+def _outside_work(step: str, split: dict[str, Any]) -> float:
+    """What the live run spent outside intentd in `step`, as bench:live counts it."""
+    if step == "CompileST":
+        return float(split["calls"].get("compile", 0.0))
+    if step == "ApplyPatchST":
+        return float(split["calls"].get("build", 0.0))
+    if step == "ExecuteST":
+        return float(split["sandbox"])
+    return 0.0  # DecideST: no OpenCode, no sandbox
 
 
 def _marked(ops: list[tuple[str, float]]) -> list[int]:
@@ -110,7 +109,7 @@ class FloorSide:
     """The raw DBOS worker and its client; `run` replays one live run's shape."""
 
     def __init__(self, base: Settings, stamp: str) -> None:
-        admin = _port()
+        admin = free_port()
         self.settings = database.bench_settings(
             base, f"bench_live_floor_{stamp.lower()}", ADMIN_PORT=admin, DBOS__APPVERSION="bench-floor"
         )

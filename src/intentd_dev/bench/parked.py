@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from intentd.db.parked import PARKING_LOT
 from intentd.recipes import load_recipes
 from intentd_dev.bench import database, drive, raw, report
 from intentd_dev.bench.stats import ratio, summarize
+from intentd_dev.ports import free_port
 from intentd_dev.unwind import stop_on_sigterm
 
 
@@ -65,12 +65,6 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def _log(msg: str) -> None:
     print(f"[bench:parked {datetime.now(UTC).strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _threads(pid: int) -> int | None:
@@ -232,7 +226,7 @@ def _one(args: argparse.Namespace, base: Settings, n: int, stamp: str, result: d
     still writes what it measured."""
     concurrency = args.queue_concurrency or _shipped_concurrency(base)
     settings = database.bench_settings(
-        base, f"bench_parked_{n}_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
+        base, f"bench_parked_{n}_{stamp.lower()}", PORT=free_port(), ADMIN_PORT=free_port(), OC_MODE="mock"
     )
     database.create(settings)
     extra = {

@@ -26,7 +26,8 @@ import psycopg
 from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd_dev.bench import database, drive, raw, report
-from intentd_dev.bench.parked import _free_port, _park, _shipped_concurrency, _threads
+from intentd_dev.bench.parked import _park, _shipped_concurrency, _threads
+from intentd_dev.ports import free_port
 
 
 def _get(admin_port: int, path: str) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.parked
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     settings = database.bench_settings(
-        base, f"bench_pheap_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
+        base, f"bench_pheap_{stamp.lower()}", PORT=free_port(), ADMIN_PORT=free_port(), OC_MODE="mock"
     )
     database.create(settings)
     extra = {

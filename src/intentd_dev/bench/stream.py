@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
 import threading
 import time
@@ -30,13 +29,8 @@ from intentd import stack
 from intentd.config import REPO_ROOT, Settings
 from intentd_dev.bench import database, drive, raw, report
 from intentd_dev.bench.stats import ratio, summarize
+from intentd_dev.ports import free_port
 from intentd_dev.sse import aframes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _log(msg: str) -> None:
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _log(f"postgres: {server.up(base)}")
     settings = database.bench_settings(
-        base, f"bench_stream_{stamp.lower()}", PORT=_free_port(), ADMIN_PORT=_free_port(), OC_MODE="mock"
+        base, f"bench_stream_{stamp.lower()}", PORT=free_port(), ADMIN_PORT=free_port(), OC_MODE="mock"
     )
     database.create(settings)
     extra = {
